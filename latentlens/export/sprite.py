@@ -1,0 +1,134 @@
+"""Sprite sheets: one thumbnail per point on a square grid of at most 8192 x 8192 pixels.
+
+The projector cuts thumbnails out of the sprite row by row, ``ceil(sqrt(n))`` per row,
+each ``single_image_dim`` pixels, and refuses images larger than 8192 px on a side.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+from PIL import Image
+
+MAX_SPRITE_PX = 8192
+
+
+def check_images(images: object, n_points: int) -> np.ndarray:
+    """Validate per-point images and return them as a uint8 array; no side effect.
+
+    Parameters
+    ----------
+    images : array-like, shape (n, h, w), (n, h, w, 1), (n, h, w, 3) or (n, h, w, 4)
+        uint8 in [0, 255], or float in [0, 1].
+    n_points : int
+        Number of points the images belong to.
+
+    Returns
+    -------
+    ndarray of uint8, shape (n, h, w) or (n, h, w, c)
+
+    Raises
+    ------
+    TypeError
+        If the dtype is neither integer nor float.
+    ValueError
+        On a wrong shape, a count that differs from ``n_points``, or values out of range.
+    """
+    array = _as_array(images)
+    if array.ndim == 4 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (3, 4) or (array.ndim == 4 and array.shape[-1] not in (3, 4)):
+        raise ValueError(
+            f"images must have shape (n, h, w) for grey or (n, h, w, 3) for RGB (or "
+            f"(n, h, w, 4) for RGBA), got {array.shape}; move channels last, e.g. "
+            f"images.transpose(0, 2, 3, 1)"
+        )
+    if array.shape[0] != n_points:
+        raise ValueError(
+            f"images has {array.shape[0]} images but values has {n_points} rows; give one "
+            f"image per point"
+        )
+    if array.shape[1] < 1 or array.shape[2] < 1:
+        raise ValueError(f"images must be at least 1 x 1 pixel, got shape {array.shape}")
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype.kind in "iu":
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise ValueError(
+                f"integer images must lie in [0, 255], got values in [{array.min()}, "
+                f"{array.max()}]; rescale them or pass floats in [0, 1]"
+            )
+        return array.astype(np.uint8)
+    if array.dtype.kind != "f":
+        raise TypeError(f"images must be uint8 or float in [0, 1], got dtype {array.dtype}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError("images hold NaN or infinite values; replace them before exporting")
+    if array.size and (array.min() < 0.0 or array.max() > 1.0):
+        raise ValueError(
+            f"float images must lie in [0, 1], got values in [{array.min():.4g}, "
+            f"{array.max():.4g}]; divide by 255 or pass uint8 images"
+        )
+    return np.round(array * 255.0).astype(np.uint8)
+
+
+def _as_array(images: object) -> np.ndarray:
+    if hasattr(images, "detach") and hasattr(
+        images, "cpu"
+    ):  # a torch tensor, without importing torch
+        images = images.detach().cpu().numpy()
+    array = np.asarray(images)
+    if array.dtype == object:
+        raise TypeError("images must be a numeric array, got an object array (ragged images?)")
+    return array
+
+
+def thumbnail_size(n_points: int, height: int, width: int) -> tuple[int, int, int]:
+    """Return ``(per_row, thumb_height, thumb_width)`` for a sprite of ``n_points`` images.
+
+    Thumbnails keep the input aspect ratio and shrink only when the grid would exceed
+    8192 px on a side.
+    """
+    per_row = max(1, math.ceil(math.sqrt(n_points)))
+    scale = min(1.0, MAX_SPRITE_PX / (per_row * height), MAX_SPRITE_PX / (per_row * width))
+    thumb_height = max(1, math.floor(height * scale))
+    thumb_width = max(1, math.floor(width * scale))
+    return per_row, thumb_height, thumb_width
+
+
+def sprite_png(images: np.ndarray) -> tuple[bytes, tuple[int, int]]:
+    """Lay ``images`` out on the projector's square row-major grid and encode as PNG.
+
+    Parameters
+    ----------
+    images : ndarray of uint8, shape (n, h, w) or (n, h, w, c)
+
+    Returns
+    -------
+    png : bytes
+        The sprite image, at most 8192 px on a side.
+    single_image_dim : tuple of int
+        ``(thumb_width, thumb_height)``, as ``SpriteMetadata.single_image_dim`` wants it.
+    """
+    n_points, height, width = images.shape[:3]
+    per_row, thumb_height, thumb_width = thumbnail_size(n_points, height, width)
+    channels = () if images.ndim == 3 else (images.shape[3],)
+    resize = (thumb_height, thumb_width) != (height, width)
+
+    sheet = np.zeros((per_row * thumb_height, per_row * thumb_width, *channels), np.uint8)
+    for i in range(n_points):
+        tile = images[i]
+        if resize:
+            tile = np.asarray(
+                Image.fromarray(tile).resize((thumb_width, thumb_height), Image.Resampling.BOX)
+            )
+        row, column = divmod(i, per_row)
+        sheet[
+            row * thumb_height : (row + 1) * thumb_height,
+            column * thumb_width : (column + 1) * thumb_width,
+        ] = tile
+
+    buffer = io.BytesIO()
+    Image.fromarray(sheet).save(buffer, format="PNG", compress_level=3)
+    return buffer.getvalue(), (thumb_width, thumb_height)
