@@ -1,0 +1,735 @@
+"""ActivationRecorder: forward hooks that keep pooled, detached float32 rows per layer."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import logging
+import os
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from latentlens.capture.activations import Activations
+from latentlens.capture.buffer import CaptureStore
+from latentlens.capture.extract import check_output_spec, extract_input, extract_output
+from latentlens.capture.pooling import POOLING_MODES, pool
+from latentlens.capture.selection import LayerSpec, resolve_layers, unwrap_model
+
+__all__ = ["ActivationRecorder"]
+
+logger = logging.getLogger(__name__)
+
+_SOURCES = ("output", "input")
+
+
+def _in_backward() -> bool:
+    """Return whether autograd is running a backward pass in this thread.
+
+    Gradient checkpointing recomputes forward inside backward; hooks that fire there
+    would capture the same batch twice. ``_current_graph_task_id`` is private, and torch's
+    own ModTracker and FSDP use the same test; without it (old torch) nothing is skipped.
+    """
+    current = getattr(torch._C, "_current_graph_task_id", None)
+    return current is not None and current() != -1
+
+
+@dataclass
+class _Scope:
+    """State of one ``record()`` block."""
+
+    step: int
+    active: bool
+    labels: np.ndarray | None
+    ids: np.ndarray | None
+    split: str | np.ndarray | None
+    explicit_mask: torch.Tensor | None
+    sample_base: int
+    mask: torch.Tensor | None = None
+    calls: dict[str, int] = field(default_factory=dict)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    pending: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+def _per_layer(
+    value: Any, names: list[str], parameter: str, check: Callable[[Any], None]
+) -> dict[str, Any]:
+    """Expand a setting given once or as a {layer name: setting} dict."""
+    if isinstance(value, Mapping):
+        unknown = [key for key in value if key not in names]
+        if unknown:
+            raise ValueError(
+                f"{parameter} names layers {unknown} that are not captured; the captured layers "
+                f"are {names}"
+            )
+        default = value.get("*", None)
+        resolved = {name: value.get(name, default) for name in names}
+    else:
+        resolved = dict.fromkeys(names, value)
+    for setting in resolved.values():
+        check(setting)
+    return resolved
+
+
+def _check_pooling(mode: Any) -> None:
+    if mode is None:
+        return
+    if not isinstance(mode, str) or mode not in POOLING_MODES:
+        raise ValueError(f"pooling={mode!r} is not supported; use one of {POOLING_MODES}")
+
+
+def _check_source(source: Any) -> None:
+    if source is None:
+        return
+    if source not in _SOURCES:
+        raise ValueError(f"source={source!r} is not supported; use 'output' or 'input'")
+
+
+def _as_column(value: Any, parameter: str) -> np.ndarray | None:
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    array = np.asarray(value)
+    if array.ndim != 1:
+        raise ValueError(
+            f"record({parameter}=...) must be 1-D with one entry per input row, got shape "
+            f"{array.shape}"
+        )
+    return array
+
+
+def _mask_position(root: nn.Module, keyword: str | None) -> int | None:
+    """Position of ``keyword`` among the positional parameters of ``root.forward``."""
+    if keyword is None:
+        return None
+    try:
+        parameters = list(inspect.signature(root.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    for position, parameter in enumerate(parameters):
+        if parameter.kind not in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+            return None
+        if parameter.name == keyword:
+            return position
+    return None
+
+
+def _root_pre_hook(recorder_ref: weakref.ref, module: nn.Module, args: tuple, kwargs: dict) -> None:
+    recorder = recorder_ref()
+    if recorder is None or recorder._scope is None or not recorder._scope.active:
+        return None
+    scope = recorder._scope
+    if recorder.skip_recompute and _in_backward():
+        return None
+    scope.calls.clear()
+    if scope.explicit_mask is not None:
+        scope.mask = scope.explicit_mask
+        return None
+    mask = kwargs.get(recorder.attention_mask) if recorder.attention_mask else None
+    position = recorder._mask_position
+    if mask is None and position is not None and len(args) > position:
+        mask = args[position]
+    scope.mask = mask if isinstance(mask, torch.Tensor) else None
+    return None
+
+
+def _root_post_hook(
+    recorder_ref: weakref.ref, module: nn.Module, args: tuple, kwargs: dict, output: Any
+) -> None:
+    recorder = recorder_ref()
+    if recorder is None or recorder._scope is None:
+        return None
+    if recorder.skip_recompute and _in_backward():
+        return None
+    recorder._scope.mask = None
+    recorder._flush_pending(wait=False)
+    return None
+
+
+@torch.compiler.disable
+def _output_hook(
+    recorder_ref: weakref.ref, layer: str, module: nn.Module, args: tuple, kwargs: dict, output: Any
+) -> None:
+    recorder = recorder_ref()
+    if recorder is not None and recorder._scope is not None and recorder._scope.active:
+        recorder._capture(layer, module, output, None, None)
+    return None
+
+
+@torch.compiler.disable
+def _input_hook(
+    recorder_ref: weakref.ref, layer: str, module: nn.Module, args: tuple, kwargs: dict
+) -> None:
+    recorder = recorder_ref()
+    if recorder is not None and recorder._scope is not None and recorder._scope.active:
+        recorder._capture(layer, module, None, args, kwargs)
+    return None
+
+
+class ActivationRecorder:
+    """Capture pooled activations of chosen layers with forward hooks.
+
+    Hooks are installed by ``with recorder:`` (or :meth:`attach`) and removed when the
+    block ends, also when it ends with an exception; only the recorder's own handles
+    are removed. Rows are captured only inside ``with recorder.record(...):``. In the
+    hook each capture is extracted from the module output, pooled under ``no_grad``,
+    detached, cast to float32 and copied off the device, so later in-place operations
+    cannot change it and no autograd graph is kept alive.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model; ``DistributedDataParallel``, FSDP and ``torch.compile`` wrappers are
+        unwrapped. ``nn.DataParallel`` is rejected.
+    layers : str, re.Pattern, type, callable or a sequence of these
+        Modules to capture: dotted names, globs (``"encoder.layer.*"``; ``*`` stays in one
+        dotted segment, ``**`` spans several), regexes (``re.compile(...)`` or
+        ``"re:..."``), module types, or ``callable(name, module) -> bool``. See
+        :func:`resolve_layers`.
+    pooling : str or dict of str to str, default="auto"
+        How a layer's output becomes rows, given once or per layer name (the key
+        ``"*"`` sets the default for the others). ``"auto"`` depends on the output shape:
+
+        ====================  ===================================================
+        output shape          auto pooling
+        ====================  ===================================================
+        (N,)                  reshaped to (N, 1)
+        (N, D)                kept
+        (N, T, D)             ``"mean"``: mean over real tokens (attention mask)
+        (N, C, L) from Conv1d, pooling or BatchNorm1d: ``"spatial_mean"``
+        (N, C, H, W), (N, C, D, H, W)  ``"spatial_mean"``: mean over positions
+        ====================  ===================================================
+
+        Other modes: ``"mean"`` (masked token mean for 3-D, spatial mean for 4-D and
+        up), ``"first"`` or ``"cls"`` (first real token), ``"last"`` (last real token,
+        right or left padding), ``"max"`` (masked maximum over tokens or positions),
+        ``"spatial_mean"`` (mean over every axis after the second), ``"flatten"``
+        (reshape to (N, -1)) and ``"none"`` (one row per real token or spatial
+        position, with its position in the ``"token"`` column). Outputs are taken as
+        batch first. The attention mask is read from the root model's ``attention_mask``
+        argument (keyword or position) or given to :meth:`record`; without a mask all
+        tokens count.
+    output : None, int, str, callable, or dict of layer name to these, default=None
+        Which tensor to take from the module output: None takes a tensor as is, element 0
+        of a tuple, ``last_hidden_state`` (else the first tensor) of a dict or
+        ``ModelOutput``; an int indexes a tuple; a str names a key or attribute; a
+        callable gets the output. With ``source="input"``: None takes the first tensor
+        argument, an int a position, a str a keyword, a callable gets ``(args, kwargs)``.
+    source : {"output", "input"} or dict of layer name to these, default="output"
+        Capture the module output (forward hook) or its input (forward pre-hook).
+    every_n_steps : int, default=1
+        Capture only in ``record()`` blocks whose step is a multiple of this.
+    max_rows_per_step : int or None, default=None
+        Keep at most this many rows per layer and step, chosen by a reservoir sample
+        seeded with ``seed`` (the same rows for layers that see the same batches).
+    memory_budget : int or None, default=None
+        Maximum bytes of captured values and metadata held in memory by this recorder.
+        When a new batch would exceed it, rows move to ``spill_dir``; without a spill
+        folder the oldest steps are dropped (with a :class:`CaptureBudgetWarning`).
+    spill_dir : str, os.PathLike or None, default=None
+        Folder for disk shards (same format as :func:`save_activations`, with a
+        manifest that :func:`load_activations` reads). Needs ``memory_budget``.
+    seed : int, default=0
+        Seed of the per-step reservoirs.
+    attention_mask : str or None, default="attention_mask"
+        Name of the root model's argument that holds the (N, T) attention mask; None
+        turns mask lookup off.
+    skip_recompute : bool, default=True
+        Skip hooks that fire during backward, where gradient checkpointing recomputes
+        forward, so a batch is captured once.
+
+    Raises
+    ------
+    ValueError
+        If a layer spec matches nothing (the message lists the closest names), a setting
+        is out of range, or ``model`` is compiled with ``fullgraph=True``.
+    TypeError
+        If ``model`` is not an ``nn.Module`` or is an ``nn.DataParallel``, or a setting
+        has the wrong type.
+
+    Notes
+    -----
+    A module called several times in one forward pass gets rows for every call, told
+    apart by the ``"call"`` column (0, 1, ...). Hooks installed before ``torch.compile``
+    keep working, and so do hooks installed after (torch then recompiles once). The
+    hook body runs outside the compiled graph (``torch.compiler.disable``), which needs a
+    graph break, so ``fullgraph=True`` cannot capture; use ``output_hidden_states``
+    there. On CUDA, copies go to pinned host memory without blocking and are read after
+    their CUDA event completes.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    >>> recorder = ActivationRecorder(model, layers=["0", "2"])
+    >>> with recorder:
+    ...     with recorder.record(labels=torch.tensor([0, 1]), step=0):
+    ...         _ = model(torch.randn(2, 4))
+    >>> acts = recorder.activations("0")
+    >>> acts.values.shape, acts.metadata["label"].tolist()
+    ((2, 8), [0, 1])
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: LayerSpec,
+        *,
+        pooling: str | Mapping[str, str] = "auto",
+        output: Any = None,
+        source: str | Mapping[str, str] = "output",
+        every_n_steps: int = 1,
+        max_rows_per_step: int | None = None,
+        memory_budget: int | None = None,
+        spill_dir: str | os.PathLike[str] | None = None,
+        seed: int = 0,
+        attention_mask: str | None = "attention_mask",
+        skip_recompute: bool = True,
+    ) -> None:
+        _reject_fullgraph(model)
+        resolved = resolve_layers(model, layers)
+        names = [name for name, _ in resolved]
+
+        self._pooling = _per_layer(pooling, names, "pooling", _check_pooling)
+        self._pooling = {name: mode or "auto" for name, mode in self._pooling.items()}
+        self._output = _per_layer(output, names, "output", lambda s: check_output_spec(s, "output"))
+        self._source = _per_layer(source, names, "source", _check_source)
+        self._source = {name: s or "output" for name, s in self._source.items()}
+        _check_positive_int(every_n_steps, "every_n_steps")
+        if max_rows_per_step is not None:
+            _check_positive_int(max_rows_per_step, "max_rows_per_step")
+        if memory_budget is not None:
+            _check_positive_int(memory_budget, "memory_budget")
+        if spill_dir is not None and memory_budget is None:
+            raise ValueError(
+                "spill_dir is set but memory_budget is None, so nothing would ever spill; "
+                "give memory_budget in bytes (for example 256 * 2**20)"
+            )
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(f"seed={seed!r} must be a non-negative int")
+        if attention_mask is not None and not isinstance(attention_mask, str):
+            raise TypeError(f"attention_mask={attention_mask!r} must be an argument name or None")
+
+        self.model = model
+        self._root = unwrap_model(model)
+        self._modules = dict(resolved)
+        self.every_n_steps = int(every_n_steps)
+        self.attention_mask = attention_mask
+        self.skip_recompute = bool(skip_recompute)
+        self._mask_position = _mask_position(self._root, attention_mask)
+        self._store = CaptureStore(
+            max_rows_per_step=max_rows_per_step,
+            memory_budget=memory_budget,
+            spill_dir=Path(spill_dir) if spill_dir is not None else None,
+            seed=int(seed),
+        )
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._scope: _Scope | None = None
+        self._next_step = 0
+        self._next_sample = 0
+
+    # -- hooks ---------------------------------------------------------------------------
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Captured layers' dotted names, in model order."""
+        return list(self._modules)
+
+    @property
+    def attached(self) -> bool:
+        """Whether the hooks are installed."""
+        return bool(self._handles)
+
+    def attach(self) -> ActivationRecorder:
+        """Install the hooks; :meth:`detach` or the end of ``with recorder:`` removes them.
+
+        Raises
+        ------
+        RuntimeError
+            If the hooks are already installed.
+        """
+        if self._handles:
+            raise RuntimeError(
+                "the recorder's hooks are already installed; leave the first `with` block first"
+            )
+        reference = weakref.ref(self)
+        handles = []
+        try:
+            handles.append(
+                self._root.register_forward_pre_hook(
+                    functools.partial(_root_pre_hook, reference), with_kwargs=True, prepend=True
+                )
+            )
+            handles.append(
+                self._root.register_forward_hook(
+                    functools.partial(_root_post_hook, reference),
+                    with_kwargs=True,
+                    always_call=True,
+                )
+            )
+            for name, module in self._modules.items():
+                if self._source[name] == "input":
+                    handle = module.register_forward_pre_hook(
+                        functools.partial(_input_hook, reference, name), with_kwargs=True
+                    )
+                else:
+                    handle = module.register_forward_hook(
+                        functools.partial(_output_hook, reference, name), with_kwargs=True
+                    )
+                handles.append(handle)
+        except BaseException:
+            for handle in handles:
+                handle.remove()
+            raise
+        self._handles = handles
+        return self
+
+    def detach(self) -> None:
+        """Remove the hooks this recorder installed (and no others); safe to call twice."""
+        handles, self._handles = self._handles, []
+        for handle in handles:
+            handle.remove()
+
+    def __enter__(self) -> ActivationRecorder:
+        return self.attach()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.detach()
+
+    def __del__(self) -> None:
+        # Handles hold only weak references to the hook dicts, so this is safe late in
+        # interpreter shutdown too.
+        for handle in getattr(self, "_handles", []):
+            handle.remove()
+
+    # -- recording -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def record(
+        self,
+        labels: Any = None,
+        ids: Any = None,
+        split: str | Sequence[str] | None = None,
+        step: int | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> Iterator[ActivationRecorder]:
+        """Capture the forward passes run inside this block.
+
+        Parameters
+        ----------
+        labels, ids : array-like of shape (n_samples,), optional
+            Per-sample values stored as the ``"label"`` and ``"id"`` columns. Row ``i``
+            of a layer's batch gets entry ``i``; several forward passes in one block take
+            consecutive entries.
+        split : str or array-like of shape (n_samples,), optional
+            Name of the data split (``"train"``, ``"val"``), for all rows or per sample.
+        step : int, optional
+            Training step or epoch stored in the ``"step"`` column; by default one more
+            than the previous block's step, starting at 0. Blocks whose step is not a multiple of
+            ``every_n_steps`` capture nothing.
+        attention_mask : torch.Tensor of shape (n_samples, n_tokens), optional
+            Mask for token pooling; overrides the one read from the model's arguments.
+
+        Yields
+        ------
+        ActivationRecorder
+            This recorder.
+
+        Raises
+        ------
+        RuntimeError
+            If the hooks are not installed or a ``record()`` block is already open.
+        ValueError
+            If ``labels``, ``ids`` or ``split`` is not 1-D, their lengths differ, or a layer
+            produces more rows than labels were given.
+        """
+        if not self._handles:
+            raise RuntimeError(
+                "record() needs the hooks installed; use `with recorder:` (or recorder.attach()) "
+                "around the training loop"
+            )
+        if self._scope is not None:
+            raise RuntimeError("record() blocks cannot be nested; close the open block first")
+        scope = self._open_scope(labels, ids, split, step, attention_mask)
+        self._scope = scope
+        try:
+            yield self
+        except Exception as error:
+            _explain_compile_error(error)
+            raise
+        finally:
+            try:
+                self._flush_pending(wait=True)
+            finally:
+                self._scope = None
+                if scope.active and scope.offsets:
+                    self._next_sample = scope.sample_base + max(scope.offsets.values())
+
+    def _open_scope(
+        self, labels: Any, ids: Any, split: Any, step: int | None, attention_mask: Any
+    ) -> _Scope:
+        if step is None:
+            step = self._next_step
+        elif isinstance(step, bool) or not isinstance(step, (int, np.integer)):
+            raise TypeError(f"step={step!r} must be an int (training step or epoch)")
+        self._next_step = int(step) + 1
+        label_column = _as_column(labels, "labels")
+        id_column = _as_column(ids, "ids")
+        if isinstance(split, str) or split is None:
+            split_value: Any = split
+        else:
+            split_value = _as_column(split, "split").astype(str)
+        lengths = {
+            name: len(column)
+            for name, column in (
+                ("labels", label_column),
+                ("ids", id_column),
+                ("split", split_value),
+            )
+            if isinstance(column, np.ndarray)
+        }
+        if len(set(lengths.values())) > 1:
+            raise ValueError(
+                f"record() columns have different lengths {lengths}; give one entry per row"
+            )
+        if attention_mask is not None and (
+            not isinstance(attention_mask, torch.Tensor) or attention_mask.ndim != 2
+        ):
+            raise ValueError(
+                "record(attention_mask=...) must be a (n_samples, n_tokens) tensor, got "
+                f"{getattr(attention_mask, 'shape', type(attention_mask).__name__)}"
+            )
+        return _Scope(
+            step=int(step),
+            active=int(step) % self.every_n_steps == 0,
+            labels=label_column,
+            ids=id_column,
+            split=split_value,
+            explicit_mask=attention_mask,
+            sample_base=self._next_sample,
+        )
+
+    def _capture(
+        self, layer: str, module: nn.Module, output: Any, args: tuple | None, kwargs: dict | None
+    ) -> None:
+        scope = self._scope
+        if self.skip_recompute and _in_backward():
+            return
+        call = scope.calls.get(layer, 0)
+        scope.calls[layer] = call + 1
+
+        if args is None:
+            tensor = extract_output(output, self._output[layer], layer)
+        else:
+            tensor = extract_input(args, kwargs or {}, self._output[layer], layer)
+        with torch.no_grad():
+            pooled = pool(tensor.detach(), self._pooling[layer], scope.mask, module, layer)
+        values = pooled.values
+        batch = tensor.shape[0]
+
+        offset = scope.offsets.get((layer, call), 0)
+        scope.offsets[(layer, call)] = offset + batch
+        if scope.labels is not None and offset + batch > len(scope.labels):
+            raise ValueError(
+                f"layer {layer!r} produced {offset + batch} rows (dim 0 of its output) in this "
+                f"record() block but {len(scope.labels)} labels were given; pass one label per "
+                "input row, and check that the layer's output is batch first"
+            )
+        local = pooled.sample.numpy() if pooled.sample is not None else np.arange(batch)
+        columns = self._columns(scope, local + offset, call, pooled.token)
+
+        if values.is_cuda:
+            host = torch.empty(values.shape, dtype=torch.float32, pin_memory=True)
+            host.copy_(values.detach(), non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            scope.pending.append((layer, scope.step, host, event, columns))
+            return
+        if values.device.type != "cpu" or values.dtype != torch.float32:
+            values = values.to(device="cpu", dtype=torch.float32)
+        if _shares_memory(values, tensor):
+            values = values.clone()
+        self._store.add(layer, scope.step, Activations(values.numpy(), columns, layer=layer))
+
+    def _columns(
+        self, scope: _Scope, rows: np.ndarray, call: int, token: torch.Tensor | None
+    ) -> dict[str, np.ndarray]:
+        count = len(rows)
+        columns = {
+            "step": np.full(count, scope.step, dtype=np.int64),
+            "sample": (scope.sample_base + rows).astype(np.int64),
+        }
+        if scope.labels is not None:
+            columns["label"] = scope.labels[rows]
+        if scope.ids is not None:
+            columns["id"] = scope.ids[rows]
+        if isinstance(scope.split, str):
+            columns["split"] = np.full(count, scope.split)
+        elif scope.split is not None:
+            columns["split"] = scope.split[rows]
+        if call:
+            columns["call"] = np.full(count, call, dtype=np.int64)
+        if token is not None:
+            columns["token"] = token.numpy().astype(np.int64)
+        return columns
+
+    def _flush_pending(self, *, wait: bool) -> None:
+        scope = self._scope
+        if scope is None or not scope.pending:
+            return
+        remaining = []
+        for layer, step, host, event, columns in scope.pending:
+            if not wait and not event.query():
+                remaining.append((layer, step, host, event, columns))
+                continue
+            event.synchronize()
+            self._store.add(layer, step, Activations(host.numpy(), columns, layer=layer))
+        scope.pending = remaining
+
+    # -- results -------------------------------------------------------------------------
+
+    def _check_layer(self, layer: str) -> None:
+        if layer not in self._modules:
+            import difflib
+
+            close = difflib.get_close_matches(layer, list(self._modules), n=3, cutoff=0.3)
+            raise ValueError(
+                f"layer {layer!r} is not captured by this recorder; captured layers: "
+                f"{self.layer_names}" + (f" (closest: {close})" if close else "")
+            )
+
+    def activations(self, layer: str, step: int | Sequence[int] | None = None) -> Activations:
+        """Return the rows captured for ``layer``.
+
+        Parameters
+        ----------
+        layer : str
+            One of :attr:`layer_names`.
+        step : int, sequence of int or None, default=None
+            Only these steps; None returns all, spilled shards first, then memory.
+
+        Returns
+        -------
+        Activations
+            ``values`` of shape (n_rows, n_features), float32, and metadata columns
+            ``step``, ``sample`` and, when present, ``label``, ``id``, ``split``,
+            ``call``, ``token``. Empty (0 rows) when nothing was captured.
+
+        Raises
+        ------
+        ValueError
+            If ``layer`` is not captured.
+        """
+        self._check_layer(layer)
+        steps = None if step is None else {int(s) for s in np.atleast_1d(step)}
+        rows = self._store.rows(layer, steps)
+        if rows is None:
+            empty = {"step": np.zeros(0, np.int64), "sample": np.zeros(0, np.int64)}
+            return Activations(np.zeros((0, 0), np.float32), empty, layer=layer)
+        return rows
+
+    def all_activations(self, step: int | Sequence[int] | None = None) -> dict[str, Activations]:
+        """Return :meth:`activations` of every layer that has rows, keyed by layer name."""
+        result = {name: self.activations(name, step) for name in self.layer_names}
+        return {name: acts for name, acts in result.items() if len(acts)}
+
+    def steps(self, layer: str) -> list[int]:
+        """Return the sorted steps that have rows for ``layer``."""
+        self._check_layer(layer)
+        return self._store.steps(layer)
+
+    def clear(self, step: int | None = None) -> None:
+        """Forget captured rows of one step, or all rows (and spill shards) by default."""
+        self._store.clear(None if step is None else int(step))
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of captured values and metadata held in memory now."""
+        return self._store.nbytes
+
+    @property
+    def peak_memory_bytes(self) -> int:
+        """Largest value :attr:`memory_bytes` has reached."""
+        return self._store.peak_nbytes
+
+    @property
+    def dropped_rows(self) -> int:
+        """Rows discarded because the memory budget was full and no spill folder was set."""
+        return self._store.dropped_rows
+
+    def save(
+        self,
+        folder: str | os.PathLike[str],
+        *,
+        extra: Mapping[str, Any] | None = None,
+        file_format: str = "safetensors",
+    ) -> Path:
+        """Write all captured rows to ``folder`` (see :func:`save_activations`).
+
+        Under an initialised ``torch.distributed`` process group with several ranks, each
+        rank writes ``folder/rank-<rank>`` and rank 0 writes a manifest that lists them,
+        after a barrier; ``folder`` must be on a file system all ranks share.
+
+        Returns
+        -------
+        pathlib.Path
+            The folder.
+
+        Raises
+        ------
+        ValueError
+            If nothing was captured.
+        """
+        from latentlens.capture.distributed import save_per_rank
+
+        activations = self.all_activations()
+        info = {"layers": self.layer_names, "pooling": self._pooling}
+        info.update(extra or {})
+        return save_per_rank(folder, activations, extra=info, file_format=file_format)
+
+
+def _shares_memory(values: torch.Tensor, source: torch.Tensor) -> bool:
+    if values.device != source.device:
+        return False
+    try:
+        return values.untyped_storage().data_ptr() == source.untyped_storage().data_ptr()
+    except RuntimeError:
+        return True
+
+
+def _check_positive_int(value: Any, parameter: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{parameter}={value!r} must be a positive int")
+
+
+def _reject_fullgraph(model: Any) -> None:
+    context = getattr(model, "dynamo_ctx", None)
+    if type(model).__name__ == "OptimizedModule" and getattr(context, "fullgraph", False):
+        raise ValueError(
+            "the model was compiled with torch.compile(fullgraph=True); capture hooks copy "
+            "activations to host memory outside the graph, which needs a graph break. Compile "
+            "without fullgraph=True, or capture from the model's output_hidden_states instead"
+        )
+
+
+def _explain_compile_error(error: Exception) -> None:
+    """Re-raise a torch.compile failure caused by the capture hooks with a clear message."""
+    if not type(error).__module__.startswith("torch._dynamo"):
+        return
+    text = str(error)
+    if "_output_hook" in text or "_input_hook" in text or "disable" in text:
+        raise RuntimeError(
+            "torch.compile could not run the capture hooks: they run outside the compiled "
+            "graph and need a graph break, which fullgraph=True (or "
+            "torch._dynamo.config.error_on_graph_break) forbids. Compile without "
+            "fullgraph=True, or capture from output_hidden_states instead"
+        ) from error
