@@ -1,0 +1,134 @@
+"""Python driver of the layout SGD: edge schedule, learning-rate decay, epochs."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import scipy.sparse
+
+from latentlens.umap import _layout_kernels as kernels
+
+logger = logging.getLogger(__name__)
+
+# Below this many edges an epoch is cheaper than launching a parallel region (which
+# costs from tens of microseconds on an idle machine to milliseconds on a busy one), so
+# the epochs run on one thread. Both paths give identical results.
+PARALLEL_MIN_EDGES = 100_000
+
+
+def default_n_epochs(n_samples):
+    """Return the default number of layout epochs for a graph of ``n_samples`` vertices.
+
+    Small graphs get more epochs because each epoch is cheap and the map settles more
+    slowly with few edges per vertex; beyond 10,000 vertices 200 epochs suffice.
+    """
+    if n_samples <= 10_000:
+        return 300
+    return 200
+
+
+def edge_schedule(graph, n_epochs, negative_sample_rate):
+    """Prune weak edges and return the CSR arrays and per-edge schedule of the SGD.
+
+    Edges lighter than ``max(weight) / n_epochs`` would be sampled less than once and
+    are dropped. An edge of weight ``w`` is sampled every ``max(weight) / w`` epochs,
+    and draws ``negative_sample_rate`` negatives per sample.
+    """
+    graph = scipy.sparse.csr_matrix(graph, dtype=np.float32, copy=True)
+    if graph.nnz:
+        graph.data[graph.data < graph.data.max() / float(n_epochs)] = 0.0
+    graph.eliminate_zeros()
+    graph.sort_indices()
+    weights = graph.data.astype(np.float64)
+    epochs_per_sample = np.full(weights.shape, -1.0)
+    if weights.size:
+        epochs_per_sample = weights.max() / weights
+    epochs_per_negative_sample = epochs_per_sample / negative_sample_rate
+    return {
+        "indptr": graph.indptr.astype(np.int64),
+        "tails": graph.indices.astype(np.int32),
+        "weights": graph.data,
+        "epochs_per_sample": epochs_per_sample,
+        "epoch_of_next_sample": epochs_per_sample.copy(),
+        "epochs_per_negative_sample": epochs_per_negative_sample,
+        "epoch_of_next_negative_sample": epochs_per_negative_sample.copy(),
+    }
+
+
+def optimize_layout(
+    head,
+    tail,
+    schedule,
+    *,
+    n_epochs,
+    a,
+    b,
+    seed,
+    vertex_keys,
+    gamma=1.0,
+    initial_alpha=1.0,
+    move_tail=True,
+    progress=None,
+):
+    """Run ``n_epochs`` of SGD and return the optimised head positions (float32).
+
+    Parameters
+    ----------
+    head : ndarray of shape (n_heads, dim), float32
+        Start positions of the vertices that move.
+    tail : ndarray of shape (n_tails, dim), float32 or None
+        Frozen positions of edge tails and negatives (transform); ``None`` in fit,
+        where the tails are the heads themselves.
+    schedule : dict
+        Output of :func:`edge_schedule` (its counters are advanced in place).
+    seed : int
+        Seed of the counter-based random streams.
+    vertex_keys : ndarray of shape (n_heads,), uint64
+        Key of each head's stream (its row in fit, a hash of its data in transform).
+    move_tail : bool
+        True in fit: the attraction counts twice, standing for both directions of
+        each undirected edge.
+    progress : callable or None
+        Called with the number of finished epochs every tenth of the run.
+    """
+    previous = np.ascontiguousarray(head, dtype=np.float32).copy()
+    current = np.empty_like(previous)
+    scratch = np.empty_like(previous)
+    fixed_tail = None if tail is None else np.ascontiguousarray(tail, dtype=np.float32)
+    seed = np.uint64(seed)
+    keys = np.ascontiguousarray(vertex_keys, dtype=np.uint64)
+    scale = 2.0 if move_tail else 1.0
+    report_every = max(1, n_epochs // 10)
+    edge_arrays = (
+        schedule["indptr"],
+        schedule["tails"],
+        schedule["epochs_per_sample"],
+        schedule["epoch_of_next_sample"],
+        schedule["epochs_per_negative_sample"],
+        schedule["epoch_of_next_negative_sample"],
+    )
+
+    if schedule["tails"].size < PARALLEL_MIN_EDGES:
+        for first in range(0, n_epochs, report_every):
+            stop = min(first + report_every, n_epochs)
+            kernels.sgd_epochs_serial(
+                previous, current, scratch, previous if fixed_tail is None else fixed_tail,
+                *edge_arrays, keys, seed, first, stop, n_epochs, initial_alpha, np.float32(a), np.float32(b),
+                np.float32(gamma), scale, fixed_tail is not None,
+            )
+            if progress is not None:
+                progress(stop)
+        return previous
+
+    for epoch in range(n_epochs):
+        alpha = initial_alpha * (1.0 - epoch / float(n_epochs))
+        kernels.sgd_epoch(
+            current, scratch, previous, previous if fixed_tail is None else fixed_tail,
+            *edge_arrays, keys, seed, epoch, alpha, np.float32(a), np.float32(b),
+            np.float32(gamma), scale, fixed_tail is None,
+        )
+        previous, current = current, previous
+        if progress is not None and ((epoch + 1) % report_every == 0 or epoch + 1 == n_epochs):
+            progress(epoch + 1)
+    return previous
