@@ -1,0 +1,1 @@
+"""Implementations of the `latentlens` subcommands; `latentlens.cli` holds their options."""
