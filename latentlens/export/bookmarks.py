@@ -89,11 +89,11 @@ def bookmarks_json(
     choices = list(color_columns) or [(NO_COLOR, False)]
 
     states = []
-    for index, (column, categorical) in enumerate(choices):
+    for column, categorical in choices:
         coloured = "" if column == NO_COLOR else f", colour by {column}"
         state = {
             "label": f"{layout_name} {n_components}-D{coloured}",
-            "isSelected": index == 0,
+            "isSelected": False,  # the panel deselects, not loads, a selected State on click
             "dataSetDimensions": [n_points, n_features],
             "selectedProjection": "umap",
             "umapIs3d": is_3d,

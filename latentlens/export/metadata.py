@@ -31,6 +31,7 @@ MAX_CATEGORIES = 50  # the projector's colour map holds 50 categories
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 # What JavaScript's Number() accepts as a finite decimal (after trimming), plus hex.
 _JS_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|0[xX][0-9a-fA-F]+")
+_INTEGER = re.compile(r"[+-]?\d+")
 _NON_FINITE_WORDS = {
     "nan",
     "+nan",
@@ -176,7 +177,8 @@ def color_columns(columns: Mapping[str, list[str]]) -> list[tuple[str, bool]]:
 
     Mirrors the projector's rule: at most 50 distinct values gives categorical colours,
     a numeric column with more gives a gradient, a text column with more is not offered.
-    Columns with fewer than two distinct values are left out (one colour says nothing).
+    Columns with fewer than two distinct values, and integer identifiers (a different
+    integer on every point), are left out: their colours say nothing.
     """
     found = []
     for name, cells in columns.items():
@@ -186,5 +188,8 @@ def color_columns(columns: Mapping[str, list[str]]) -> list[tuple[str, bool]]:
         if len(distinct) <= MAX_CATEGORIES:
             found.append((name, True))
         elif all(is_js_number(cell) for cell in distinct):
+            filled = sum(1 for cell in cells if cell)
+            if len(distinct) == filled and all(_INTEGER.fullmatch(cell) for cell in distinct):
+                continue  # an identifier: every point its own integer, nothing to see
             found.append((name, False))
     return found

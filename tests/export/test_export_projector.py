@@ -40,7 +40,12 @@ def test_full_embedding_reads_back_through_the_plugin(tmp_path, rng):
             values,
             layer="fc1",
             step=3,
-            metadata={"label": labels, "score": scores, "id": [f"s{i}" for i in range(n)]},
+            metadata={
+                "label": labels,
+                "score": scores,
+                "id": [f"s{i}" for i in range(n)],
+                "sample_id": np.arange(1000, 1000 + n),
+            },
             images=images,
             layout=layout,
         )
@@ -55,15 +60,17 @@ def test_full_embedding_reads_back_through_the_plugin(tmp_path, rng):
     assert entry["info"]["tensorPath"].endswith("tensor.bin")
     np.testing.assert_array_equal(entry["tensor"], values)
 
-    assert entry["metadata_columns"] == ["label", "score", "id", "index"]
+    assert entry["metadata_columns"] == ["label", "score", "id", "sample_id", "index"]
     rows = entry["metadata_rows"]
     assert len(rows) == n
     assert [row[0] for row in rows] == [str(v) for v in labels]
     np.testing.assert_array_equal([float(row[1]) for row in rows], scores)
-    assert [row[3] for row in rows] == [str(i) for i in range(n)]
+    assert [row[3] for row in rows] == [str(1000 + i) for i in range(n)]
+    assert [row[4] for row in rows] == [str(i) for i in range(n)]
 
     # One bookmark per colour column the projector offers: label (10 values, categorical)
-    # and score (numeric, gradient); id (300 distinct strings) and index are not offered.
+    # and score (numeric, gradient); id (300 distinct strings) is not offered, and integer
+    # identifiers (sample_id, index) say nothing as colours.
     states = entry["bookmarks"]
     assert [s["selectedColorOptionName"] for s in states] == ["label", "score"]
     assert [s["forceCategoricalColoring"] for s in states] == [True, False]
