@@ -1,6 +1,6 @@
 """Atomic file writes: every file lands under a temporary name and is renamed into place.
 
-A reader (TensorBoard, another writer) therefore sees either the previous file or the
+A reader (TensorBoard, another writer) therefore reads either the previous file or the
 complete new one, never a half-written file, also when the writing process dies.
 """
 
@@ -57,9 +57,9 @@ def file_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive advisory lock on ``path`` (created if missing) while the block runs.
 
     Two writers on one run, in one process or several, then merge the projector
-    config one after the other. Without ``fcntl`` the block runs unlocked; the merge
-    rebuilds every latentlens entry from the files on disk, so a lost update is
-    repaired by the next write.
+    config one after the other. Without ``fcntl`` the block runs unlocked. A lost update
+    is then repaired by the next write, because the merge rebuilds every latentlens
+    entry from the files on disk.
     """
     if fcntl is None:  # pragma: no cover - Windows
         yield

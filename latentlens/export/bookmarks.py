@@ -38,7 +38,7 @@ def check_layout(layout: object, n_points: int) -> np.ndarray:
     if not np.all(np.isfinite(array)):
         bad = int(np.sum(~np.isfinite(array).all(axis=1)))
         raise ValueError(
-            f"layout holds NaN or infinite coordinates in {bad} rows; fix or drop those "
+            f"layout contains NaN or infinite coordinates in {bad} rows; fix or drop those "
             f"points before exporting"
         )
     return array.astype(np.float64)

@@ -5,10 +5,10 @@ Each latentlens embedding lives in its own folder,
 ``embedding.pbtxt``: the embedding's ``EmbeddingInfo`` with paths relative to the run.
 A folder without that file is an export that did not finish and is never referenced.
 
-The run's ``projector_config.pbtxt`` is then merged under a lock: the entries already
-there (from torch's ``SummaryWriter.add_embedding``, another writer, an earlier
-session) are kept, latentlens entries are replaced by the newest finished version of
-each tensor name, and every name appears exactly once. Because the latentlens entries
+The run's ``projector_config.pbtxt`` is then merged under a lock. Entries already there
+(from torch's ``SummaryWriter.add_embedding``, another writer, an earlier session) are
+kept. Each latentlens entry is replaced by the newest finished version of its tensor
+name, and every name appears exactly once. Because the latentlens entries
 are rebuilt from disk, a config that another tool overwrote is repaired by the next
 merge.
 """

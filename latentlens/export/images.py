@@ -62,7 +62,7 @@ def check_layout_2d(layout: object) -> np.ndarray:
     if array.shape[0] == 0:
         raise ValueError("layout has no points; pass at least one row")
     if not np.all(np.isfinite(array)):
-        raise ValueError("layout holds NaN or infinite coordinates; drop those points first")
+        raise ValueError("layout contains NaN or infinite coordinates; drop those points first")
     return array[:, :2].astype(np.float64)
 
 
@@ -168,7 +168,11 @@ def render_scatter(
     n_points = coords.shape[0]
     colors, legend = _point_colors(color_values, n_points, bool(categorical))
     if point_radius is None:
-        point_radius = 3 if n_points <= 2_000 else 2 if n_points <= 20_000 else 1
+        point_radius = 1
+        if n_points <= 20_000:
+            point_radius = 2
+        if n_points <= 2_000:
+            point_radius = 3
     if (
         isinstance(point_radius, bool)
         or not isinstance(point_radius, (int, np.integer))

@@ -2,7 +2,7 @@
 
 `read_projector` builds TensorBoard's own projector plugin over the logdir (the same
 objects ``tensorboard --logdir`` builds), queries its HTTP routes in process through
-werkzeug's test client, and parses the answers the way the projector's front end
+werkzeug's test client, and parses the responses the way the projector's front end
 does. Tests use it to check that every export opens; users can use it to check a
 logdir before sharing it.
 """
@@ -19,14 +19,14 @@ from urllib.parse import urlencode
 
 import numpy as np
 
-BROWSER_NUM_ROWS = 100_000  # rows the projector front end asks for
+BROWSER_NUM_ROWS = 100_000  # rows the projector front end requests
 
 
 def parse_metadata_text(text: str) -> tuple[list[str], list[list[str]]]:
     """Split served metadata the way the projector front end does.
 
     Blank (whitespace-only) lines are skipped; the first line is a header exactly when it
-    holds a tab, otherwise the single column is called ``label``. Returns
+    contains a tab, otherwise the single column is called ``label``. Returns
     ``(column_names, rows)`` with one row (list of str) per point.
     """
     names: list[str] | None = None
@@ -166,7 +166,7 @@ def read_projector(
     -------
     dict
         ``enabled`` (bool: the Projector tab is enabled), ``runs`` (list of run names from
-        ``/runs``), ``errors`` (list of non-200 answers: route, params, status, message),
+        ``/runs``), ``errors`` (list of non-200 responses: route, params, status, message),
         ``embeddings``: ``{run: {tensor_name: entry}}`` where ``entry`` holds ``info``
         (the config entry from ``/info``, camelCase), ``shape`` (n, d), ``tensor``
         (float32 array from ``/tensor``), ``metadata_columns`` and ``metadata_rows``

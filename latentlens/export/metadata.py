@@ -1,8 +1,8 @@
 """Per-point metadata as the projector reads it: one TSV row per point, never shifted.
 
-The projector's metadata parser has no escaping: a tab or line break inside a value
-shifts or splits a row, a blank line is skipped (losing a point), a header exists
-exactly when the first line has a tab, and a single ``nan`` or ``inf`` turns a numeric
+The projector's metadata parser has no escaping. A tab or line break inside a value
+shifts or splits a row, and a blank line is skipped (losing a point). A header exists
+exactly when the first line has a tab. A single ``nan`` or ``inf`` turns a numeric
 column into text. This module cleans values so none of that can happen:
 
 - tabs, line breaks (``\\n``, ``\\r`` and the other Unicode line separators) and other
@@ -25,11 +25,11 @@ import numpy as np
 
 INDEX_COLUMN = "index"
 NO_COLOR = "No color map"
-MAX_CATEGORIES = 50  # the projector's colour map holds 50 categories
+MAX_CATEGORIES = 50  # the projector's colour map has 50 categories
 
 # Every character Python's str.splitlines() breaks on, plus tab and other C0/C1 controls.
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
-# What JavaScript's Number() accepts as a finite decimal (after trimming), plus hex.
+# Finite decimals that JavaScript's Number() accepts (after trimming), plus hex.
 _JS_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|0[xX][0-9a-fA-F]+")
 _INTEGER = re.compile(r"[+-]?\d+")
 _NON_FINITE_WORDS = {
@@ -82,7 +82,7 @@ def check_metadata(metadata: object, n_points: int) -> dict[str, Sequence]:
     TypeError
         If ``metadata`` is not a mapping, a key is not a str or a column is not a sequence.
     ValueError
-        If a column name is empty, holds a tab or line break, is the reserved ``index``,
+        If a column name is empty, contains a tab or line break, is the reserved ``index``,
         or a column's length differs from ``n_points``.
     """
     if metadata is None:
@@ -98,7 +98,7 @@ def check_metadata(metadata: object, n_points: int) -> dict[str, Sequence]:
             raise TypeError(f"metadata column names must be str, got {name!r}")
         if not name.strip() or _UNSAFE.search(name):
             raise ValueError(
-                f"metadata column name {name!r} is empty or holds a tab, line break or "
+                f"metadata column name {name!r} is empty or contains a tab, line break or "
                 f"control character, which would break the TSV header; rename the column"
             )
         if name.strip() != name:
@@ -178,7 +178,7 @@ def color_columns(columns: Mapping[str, list[str]]) -> list[tuple[str, bool]]:
     Mirrors the projector's rule: at most 50 distinct values gives categorical colours,
     a numeric column with more gives a gradient, a text column with more is not offered.
     Columns with fewer than two distinct values, and integer identifiers (a different
-    integer on every point), are left out: their colours say nothing.
+    integer on every point), are left out because their colours show nothing.
     """
     found = []
     for name, cells in columns.items():

@@ -1,10 +1,10 @@
 """ProjectorWriter: a TensorBoard run with projector embeddings, scalars and map pictures.
 
 See the package docstring for the on-disk layout. Every public method checks all of
-its inputs before it touches the disk, every file is written under a temporary name
-and renamed, and the run's projector config is merged (never replaced) after each
-embedding, so the run opens in TensorBoard after every call, including after a crash
-in the middle of an export.
+its inputs before it touches the disk. Every file is written under a temporary name
+and renamed, and the run's projector config is merged (not replaced) after each
+embedding. So the run opens in TensorBoard after every call, also after a crash in
+the middle of an export.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def _as_values(values: object) -> np.ndarray:
     if not np.all(np.isfinite(array)):
         bad_rows = np.flatnonzero(~np.isfinite(array).all(axis=1))
         raise ValueError(
-            f"values holds NaN or infinite entries in {bad_rows.size} rows (first: "
+            f"values contains NaN or infinite entries in {bad_rows.size} rows (first: "
             f"{bad_rows[:5].tolist()}); drop or fix those rows before exporting"
         )
     return array
@@ -149,7 +149,8 @@ class ProjectorWriter:
     load: open the Projector tab, pick the tensor, and click the bookmark (bottom right)
     to see the exported layout. torch's ``add_embedding`` rewrites the config with only
     its own entries; the next call of this writer (or ``close``) puts every latentlens
-    embedding back.
+    embedding back. A running TensorBoard caches each tensor by run and name, so an
+    embedding exported again under the same name shows its new values after a restart.
 
     Examples
     --------
@@ -178,6 +179,12 @@ class ProjectorWriter:
         if run is not None:
             check_run_name(run)
         self.max_points = _check_positive_int(max_points, "max_points", minimum=2)
+        if self.max_points > MAX_POINTS:
+            raise ValueError(
+                f"max_points must be <= {MAX_POINTS}, got {max_points}: the projector's "
+                f"browser front end loads at most {MAX_POINTS} rows and rejects a bookmark "
+                f"with more points than it loaded"
+            )
         if isinstance(subsample_seed, bool) or not isinstance(subsample_seed, numbers.Integral):
             raise TypeError(f"subsample_seed must be an int, got {subsample_seed!r}")
         if (
@@ -202,6 +209,7 @@ class ProjectorWriter:
         )
         self._closed = False
         self.tensor_names: list[str] = []
+        self._sources: dict[str, tuple[str, int]] = {}
 
     # -- context manager ------------------------------------------------------------------
 
@@ -309,6 +317,17 @@ class ProjectorWriter:
         if not isinstance(layout_min_dist, numbers.Real) or not math.isfinite(layout_min_dist):
             raise ValueError(f"layout_min_dist must be a finite number, got {layout_min_dist!r}")
 
+        source = self._sources.setdefault(name, (layer, step))
+        if source != (layer, step):
+            warnings.warn(
+                f"layer {layer!r} at step {step} and layer {source[0]!r} at step {source[1]} "
+                f"both map to tensor name {name!r}; the later export replaces the earlier "
+                f"one. Rename one of the layers to keep both",
+                ExportWarning,
+                stacklevel=2,
+            )
+            self._sources[name] = (layer, step)
+
         rows = None
         index = np.arange(n_points)
         if n_points > self.max_points:
@@ -368,7 +387,10 @@ class ProjectorWriter:
             info.sprite.single_image_dim.extend([thumb_width, thumb_height])
 
         if coords is not None:
-            label = "label" if not cells else ("label" if "label" in cells else next(iter(cells)))
+            # Without a header the projector names the single column "label".
+            label = "label"
+            if cells and "label" not in cells:
+                label = next(iter(cells))
             text = bookmarks_json(
                 coords,
                 n_features=array.shape[1],

@@ -121,7 +121,7 @@ class WebSocket:
 
 
 class DevTools:
-    """Send DevTools protocol commands to one page and wait for their answers."""
+    """Send DevTools protocol commands to one page and wait for their responses."""
 
     def __init__(self, websocket_url: str) -> None:
         self.ws = WebSocket(websocket_url)
@@ -370,6 +370,7 @@ def test_projector_shows_our_bookmark_with_every_point(
     destination.mkdir(parents=True, exist_ok=True)
     (destination / "projector_bookmark.png").write_bytes(shot)
     picture = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"))
-    assert picture.shape[0] > 400 and len(np.unique(picture.reshape(-1, 3), axis=0)) > 20
+    assert picture.shape[0] > 400
+    assert len(np.unique(picture.reshape(-1, 3), axis=0)) > 20
     shown = browser.evaluate("window.__ll.find('span.numDataPoints').el.innerText")
     assert shown == str(n_points)

@@ -21,7 +21,8 @@ def test_categorical_scatter_uses_one_colour_per_label(rng):
     labels = np.repeat(np.arange(5), 40)
     layout = centers[labels] + rng.normal(scale=0.5, size=(200, 2))
     picture = render_scatter(layout, labels, categorical=True, size=200)
-    assert picture.shape == (200, 200 + LEGEND_WIDTH, 3) and picture.dtype == np.uint8
+    assert picture.shape == (200, 200 + LEGEND_WIDTH, 3)
+    assert picture.dtype == np.uint8
     palette = {tuple(int(c) for c in color) for color in category_colors(5)}
     assert plot_colors(picture, 200) == palette
     # Label 3 sits top right, label 0 bottom left (y grows upwards).
@@ -67,4 +68,5 @@ def test_scalars_images_and_maps_read_back(tmp_path, rng):
         render_scatter(layout, labels, categorical=True, title="maps/fc1 step 2"),
     )
     # A run with only scalars and images has no projector data, and the tab stays off.
-    assert result["runs"] == [] and result["enabled"] is False
+    assert result["runs"] == []
+    assert result["enabled"] is False

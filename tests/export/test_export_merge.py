@@ -25,7 +25,7 @@ def served(tmp_path, run) -> dict:
     return result["embeddings"][run]
 
 
-def test_two_writers_on_one_run_keep_every_embedding_once(tmp_path, rng):
+def test_two_writers_share_one_run(tmp_path, rng):
     data = {key: rng.normal(size=(12, 4)).astype(np.float32) for key in range(4)}
     first = ProjectorWriter(tmp_path, run="shared")
     second = ProjectorWriter(tmp_path, run="shared")
@@ -74,9 +74,7 @@ class Boom(RuntimeError):
 
 
 @pytest.mark.parametrize("fail_on", ["metadata.tsv", "bookmarks.json", "embedding.pbtxt"])
-def test_writer_stopped_between_two_files_leaves_a_run_that_loads(
-    tmp_path, rng, monkeypatch, fail_on
-):
+def test_crash_between_files_keeps_run_loadable(tmp_path, rng, monkeypatch, fail_on):
     first = rng.normal(size=(9, 3))
     writer = ProjectorWriter(tmp_path, run="crash")
     writer.add_embedding(first, layer="l", step=0, metadata={"label": list("abcabcabc")})
@@ -108,7 +106,7 @@ def test_writer_stopped_between_two_files_leaves_a_run_that_loads(
     assert sorted(served(tmp_path, "crash")) == ["l_step000000", "l_step000001"]
 
 
-def test_crash_while_writing_the_config_keeps_the_previous_config(tmp_path, rng, monkeypatch):
+def test_crash_in_config_write_keeps_old_config(tmp_path, rng, monkeypatch):
     with ProjectorWriter(tmp_path, run="c") as writer:
         writer.add_embedding(rng.normal(size=(4, 3)), layer="l", step=0)
     before = (tmp_path / "c" / "projector_config.pbtxt").read_bytes()

@@ -70,7 +70,7 @@ def test_full_embedding_reads_back_through_the_plugin(tmp_path, rng):
 
     # One bookmark per colour column the projector offers: label (10 values, categorical)
     # and score (numeric, gradient); id (300 distinct strings) is not offered, and integer
-    # identifiers (sample_id, index) say nothing as colours.
+    # identifiers (sample_id, index) show nothing as colours.
     states = entry["bookmarks"]
     assert [s["selectedColorOptionName"] for s in states] == ["label", "score"]
     assert [s["forceCategoricalColoring"] for s in states] == [True, False]
@@ -108,7 +108,8 @@ def test_three_d_layout_and_no_metadata(tmp_path, rng):
     assert entry["metadata_columns"] == ["label"]
     assert [row[0] for row in entry["metadata_rows"]] == [str(i) for i in range(40)]
     (state,) = entry["bookmarks"]
-    assert state["umapIs3d"] is True and state["tSNEis3d"] is True
+    assert state["umapIs3d"] is True
+    assert state["tSNEis3d"] is True
     assert state["selectedColorOptionName"] == "No color map"
     assert state["selectedLabelOption"] == "label"
     got = np.array([[p["umap-0"], p["umap-1"], p["umap-2"]] for p in state["projections"]])
@@ -174,7 +175,7 @@ def test_hostile_labels_keep_one_row_per_point(tmp_path, rng):
         assert len(state["projections"]) == n
 
 
-def test_tensor_that_decodes_as_text_falls_back_to_tsv(tmp_path, rng):
+def test_text_like_tensor_falls_back_to_tsv(tmp_path, rng):
     zeros = np.zeros((6, 3), np.float32)
     # First float's bytes are 01 01 01 0a: valid UTF-8 up to a newline, so TensorBoard would
     # parse garbage as a text line. Later bytes are not UTF-8.
@@ -195,7 +196,7 @@ def test_tensor_that_decodes_as_text_falls_back_to_tsv(tmp_path, rng):
     assert entries["tricky_step000000"]["info"]["tensorPath"].endswith("tensor.tsv")
 
 
-def test_the_tsv_rule_is_needed(tmp_path, rng):
+def test_raw_text_like_tensor_breaks_tensorboard(tmp_path, rng):
     """Control: a tensor whose raw bytes are valid UTF-8 with a line break breaks TensorBoard.
 
     Our writer stores it as TSV (checked here and above); written raw, TensorBoard's
@@ -231,7 +232,8 @@ def test_more_than_max_points_is_subsampled_deterministically(tmp_path, rng):
     result = read_projector(tmp_path)
     a, b = (result["embeddings"][run]["l_step000001"] for run in ("a", "b"))
     index = np.array([int(row[1]) for row in a["metadata_rows"]])
-    assert len(index) == keep and len(set(index)) == keep and np.all(np.diff(index) > 0)
+    assert len(index) == keep
+    assert np.all(np.diff(index) > 0)  # sorted and distinct
     assert [row[0] for row in a["metadata_rows"]] == [f"p{i}" for i in index]
     np.testing.assert_array_equal(a["tensor"], values[index].astype(np.float32))
     got = np.array([[p["umap-0"], p["umap-1"]] for p in a["bookmarks"][0]["projections"]])
@@ -261,7 +263,8 @@ def test_large_images_shrink_to_an_8192_pixel_sprite(tmp_path):
     thumb = entry["info"]["sprite"]["singleImageDim"]
     assert thumb == [455, 455]  # floor(460 * 8192 / 8280)
     sprite = entry["sprite"]
-    assert sprite.shape == (18 * 455, 18 * 455) and max(sprite.shape) <= 8192
+    assert sprite.shape == (18 * 455, 18 * 455)
+    assert max(sprite.shape) <= 8192
     for i in (0, 17, 18, n - 1):
         row, col = divmod(i, 18)
         tile = sprite[row * 455 : (row + 1) * 455, col * 455 : (col + 1) * 455]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from latentlens.export import ProjectorWriter, render_scatter, tensor_name
+from latentlens.export import ExportWarning, ProjectorWriter, render_scatter, tensor_name
 
 
-def test_tensor_name_is_url_safe_and_sorts_by_step():
+def test_tensor_name_url_safe_and_sorted():
     assert tensor_name("fc1", 3) == "fc1_step000003"
     assert (
         tensor_name("encoder.layer.0/attention output", 7)
@@ -58,13 +58,13 @@ def snapshot(folder) -> dict[str, bytes]:
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"values": np.full((4, 3), np.nan)}, ValueError, r"values holds NaN or infinite entries in 4 rows"),  # noqa: E501
+        ({"values": np.full((4, 3), np.nan)}, ValueError, r"values contains NaN or infinite entries in 4 rows"),  # noqa: E501
         ({"values": np.ones(5)}, ValueError, r"values must be 2-D with shape \(n_points, n_features\)"),  # noqa: E501
         ({"values": np.ones((1, 5))}, ValueError, "at least 2 rows and 2 columns"),
         ({"values": np.array([["a", "b"], ["c", "d"]])}, TypeError, "values must be a numeric array"),  # noqa: E501
         ({"metadata": {"label": [1, 2, 3]}}, ValueError, r"metadata\['label'\] has 3 values but values has 4 rows"),  # noqa: E501
         ({"metadata": {"label": "abcd"}}, TypeError, r"metadata\['label'\] must be a sequence"),
-        ({"metadata": {"a\tb": [1, 2, 3, 4]}}, ValueError, "holds a tab, line break"),
+        ({"metadata": {"a\tb": [1, 2, 3, 4]}}, ValueError, "contains a tab, line break"),
         ({"metadata": {"index": [1, 2, 3, 4]}}, ValueError, "'index' is reserved"),
         ({"metadata": {"": [1, 2, 3, 4]}}, ValueError, "is empty"),
         ({"metadata": [1, 2, 3, 4]}, TypeError, "metadata must be a mapping"),
@@ -116,9 +116,22 @@ def test_logdir_that_is_a_file_is_refused(tmp_path):
 
 
 def test_render_scatter_input_checks():
-    with pytest.raises(ValueError, match="layout holds NaN"):
+    with pytest.raises(ValueError, match="layout contains NaN"):
         render_scatter(np.array([[0.0, np.nan]]), categorical=False)
     with pytest.raises(TypeError, match="color_values must be numbers when categorical=False"):
         render_scatter(np.zeros((2, 2)), ["a", "b"], categorical=False)
     with pytest.raises(ValueError, match="size must be between 32 and 8192"):
         render_scatter(np.zeros((2, 2)), categorical=True, size=8)
+
+
+def test_max_points_cannot_exceed_what_the_browser_loads(tmp_path):
+    with pytest.raises(ValueError, match="max_points must be <= 100000"):
+        ProjectorWriter(tmp_path, run="m", max_points=100_001)
+    assert not (tmp_path / "m").exists()
+
+
+def test_two_layers_with_one_tensor_name_warn(tmp_path, rng):
+    with ProjectorWriter(tmp_path, run="n") as writer:
+        writer.add_embedding(rng.normal(size=(3, 2)), layer="block/1", step=0)
+        with pytest.warns(ExportWarning, match="both map to tensor name 'block_1_step000000'"):
+            writer.add_embedding(rng.normal(size=(3, 2)), layer="block 1", step=0)
