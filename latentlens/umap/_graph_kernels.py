@@ -9,6 +9,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from latentlens.umap._fastmath import FAST_FLAGS
+
 # Bisection settings for sigma: the sum of memberships must hit log2(k) within this tolerance.
 SMOOTH_K_TOLERANCE = 1e-5
 # sigma is floored at this fraction of the mean neighbour distance, so that a row whose
@@ -28,7 +30,7 @@ def _insert_sorted(values, labels, size, value, label):
     labels[position] = label
 
 
-@numba.njit(cache=True, parallel=True, fastmath=True)
+@numba.njit(cache=True, parallel=True, fastmath=FAST_FLAGS)
 def select_smallest(block, k, self_offset, out_indices, out_values):
     """Write the ``k`` smallest entries of each row of ``block`` in ascending order.
 
@@ -57,7 +59,7 @@ def select_smallest(block, k, self_offset, out_indices, out_values):
             out_values[row, j] = values[j]
 
 
-@numba.njit(cache=True, parallel=True, fastmath=True)
+@numba.njit(cache=True, parallel=True, fastmath=FAST_FLAGS)
 def refine_distances(queries, data, candidates, metric_code, out_indices, out_distances):
     """Recompute exact distances to candidate neighbours and keep the closest, in order.
 
@@ -101,7 +103,7 @@ def refine_distances(queries, data, candidates, metric_code, out_indices, out_di
             out_distances[row, j] = values[j]
 
 
-@numba.njit(cache=True, parallel=True, fastmath=True)
+@numba.njit(cache=True, parallel=True, fastmath=FAST_FLAGS)
 def manhattan_block(queries, data, out):
     """Fill ``out[i, j]`` with the L1 distance between ``queries[i]`` and ``data[j]``."""
     m = queries.shape[0]
@@ -115,7 +117,7 @@ def manhattan_block(queries, data, out):
             out[i, j] = total
 
 
-@numba.njit(cache=True, parallel=True, fastmath=True)
+@numba.njit(cache=True, parallel=True, fastmath=FAST_FLAGS)
 def smooth_knn_dist(distances, n_iter, local_connectivity, bandwidth, skip_first):
     """Find rho (distance to the nearest neighbour) and sigma (bandwidth) per row.
 
@@ -180,7 +182,7 @@ def smooth_knn_dist(distances, n_iter, local_connectivity, bandwidth, skip_first
     return sigma, rho
 
 
-@numba.njit(cache=True, parallel=True, fastmath=True)
+@numba.njit(cache=True, parallel=True, fastmath=FAST_FLAGS)
 def membership_strengths(knn_indices, knn_distances, sigma, rho, self_rows):
     """Return COO rows, columns and weights ``exp(-max(d - rho, 0) / sigma)`` of the kNN graph.
 

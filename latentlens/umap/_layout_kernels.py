@@ -16,7 +16,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from latentlens.umap._fastmath import fast_pow
+from latentlens.umap._fastmath import FAST_FLAGS, fast_exp2, fast_log2, fast_pow
 from latentlens.umap._rng import bounded_index, next_state, stream_state
 
 # Every coordinate of a single gradient step is clipped to this magnitude, as UMAP does,
@@ -26,17 +26,19 @@ GRADIENT_CLIP = 4.0
 REPULSION_EPSILON = 0.001
 
 
-@numba.njit(cache=True, fastmath=True, inline="always")
+@numba.njit(cache=True, fastmath=FAST_FLAGS, inline="always")
 def attractive_coefficient(d2, a, b):
     """Scalar ``c`` such that the gradient of ``log(1 + a d^(2b))`` w.r.t. ``y_i`` is
     ``-c (y_i - y_j)``: ``c = -2 a b d^(2(b-1)) / (1 + a d^(2b))``; 0 at ``d2 = 0``."""
     if d2 <= 0.0:
         return np.float32(0.0)
-    power = fast_pow(d2, b)
-    return np.float32(-2.0) * a * b * (power / d2) / (np.float32(1.0) + a * power)
+    log_d2 = fast_log2(d2)
+    power = fast_exp2(b * log_d2)
+    power_less_one = fast_exp2((b - np.float32(1.0)) * log_d2)
+    return np.float32(-2.0) * a * b * power_less_one / (np.float32(1.0) + a * power)
 
 
-@numba.njit(cache=True, fastmath=True, inline="always")
+@numba.njit(cache=True, fastmath=FAST_FLAGS, inline="always")
 def repulsive_coefficient(d2, a, b, gamma):
     """Scalar ``c`` such that ``c (y_i - y_k)`` is minus the gradient of
     ``-gamma log(1 - q)`` w.r.t. ``y_i``, with ``REPULSION_EPSILON`` added to ``d2``:
@@ -49,7 +51,7 @@ def repulsive_coefficient(d2, a, b, gamma):
     )
 
 
-@numba.njit(cache=True, fastmath=True, inline="always")
+@numba.njit(cache=True, fastmath=FAST_FLAGS, inline="always")
 def _update_vertex(
     i,
     current,
@@ -126,7 +128,7 @@ def _update_vertex(
         epoch_of_next_negative_sample[e] += n_negative * epochs_per_negative_sample[e]
 
 
-@numba.njit(cache=True, fastmath=True, parallel=True)
+@numba.njit(cache=True, fastmath=FAST_FLAGS, parallel=True)
 def sgd_epoch(
     current,
     scratch,
@@ -180,7 +182,7 @@ def sgd_epoch(
         )
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FAST_FLAGS)
 def sgd_epochs_serial(
     positions,
     spare,
@@ -228,7 +230,7 @@ def sgd_epochs_serial(
         positions[:] = spare
 
 
-@numba.njit(cache=True, parallel=True, fastmath=True)
+@numba.njit(cache=True, parallel=True, fastmath=FAST_FLAGS)
 def weighted_mean_init(indptr, tails, weights, tail_embedding, out):
     """Place each new point at the membership-weighted mean of its neighbours' positions.
 

@@ -518,7 +518,8 @@ class UMAP:
             "epochs_per_sample": epochs_per_sample,
             "epoch_of_next_sample": epochs_per_sample.copy(),
             "epochs_per_negative_sample": epochs_per_sample / self.negative_sample_rate
-            if self.negative_sample_rate > 0 else np.full_like(epochs_per_sample, np.inf),
+            if self.negative_sample_rate > 0
+            else np.full_like(epochs_per_sample, 2.0 * n_epochs + 2.0),
         }
         schedule["epoch_of_next_negative_sample"] = schedule["epochs_per_negative_sample"].copy()
         keys = _graph_kernels.hash_rows(X)

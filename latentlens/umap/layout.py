@@ -44,7 +44,11 @@ def edge_schedule(graph, n_epochs, negative_sample_rate):
     epochs_per_sample = np.full(weights.shape, -1.0)
     if weights.size:
         epochs_per_sample = weights.max() / weights
-    epochs_per_negative_sample = epochs_per_sample / negative_sample_rate
+    if negative_sample_rate > 0:
+        epochs_per_negative_sample = epochs_per_sample / negative_sample_rate
+    else:
+        # A period longer than the run: no negative sample ever falls due.
+        epochs_per_negative_sample = np.full_like(epochs_per_sample, 2.0 * n_epochs + 2.0)
     return {
         "indptr": graph.indptr.astype(np.int64),
         "tails": graph.indices.astype(np.int32),
