@@ -97,6 +97,37 @@ def thumbnail_size(n_points: int, height: int, width: int) -> tuple[int, int, in
     return per_row, thumb_height, thumb_width
 
 
+def area_weights(size_in: int, size_out: int) -> np.ndarray:
+    """Build the (size_out, size_in) matrix that averages input pixels over each output box.
+
+    Output pixel ``j`` covers the input interval ``[j, j + 1) * size_in / size_out``, and
+    each input pixel is weighted by how much of it lies inside (area averaging, as
+    OpenCV's ``INTER_AREA``; Pillow's ``BOX`` instead gives each input pixel to one box).
+    """
+    scale = size_in / size_out
+    starts = np.arange(size_out)[:, None] * scale
+    pixel = np.arange(size_in)[None, :]
+    overlap = np.minimum(pixel + 1, starts + scale) - np.maximum(pixel, starts)
+    overlap = np.clip(overlap, 0.0, None)
+    return overlap / overlap.sum(axis=1, keepdims=True)
+
+
+def resize_images(images: np.ndarray, height: int, width: int, chunk: int = 8192) -> np.ndarray:
+    """Box-filter images (n, h, w[, c]) to (n, height, width[, c]) uint8, a chunk at a time."""
+    row_weights = area_weights(images.shape[1], height).astype(np.float32)
+    column_weights_t = area_weights(images.shape[2], width).T.astype(np.float32).copy()
+    resized = np.empty((images.shape[0], height, width, *images.shape[3:]), np.uint8)
+    for start in range(0, images.shape[0], chunk):
+        block = images[start : start + chunk].astype(np.float32)
+        if block.ndim == 4:  # channels first for the matrix products, then back
+            block = block.transpose(0, 3, 1, 2)
+        block = row_weights @ block @ column_weights_t
+        if block.ndim == 4:
+            block = block.transpose(0, 2, 3, 1)
+        resized[start : start + chunk] = np.clip(np.rint(block), 0, 255)
+    return resized
+
+
 def sprite_png(images: np.ndarray) -> tuple[bytes, tuple[int, int]]:
     """Lay ``images`` out on the projector's square row-major grid and encode as PNG.
 
@@ -114,20 +145,15 @@ def sprite_png(images: np.ndarray) -> tuple[bytes, tuple[int, int]]:
     n_points, height, width = images.shape[:3]
     per_row, thumb_height, thumb_width = thumbnail_size(n_points, height, width)
     channels = () if images.ndim == 3 else (images.shape[3],)
-    resize = (thumb_height, thumb_width) != (height, width)
+    if (thumb_height, thumb_width) != (height, width):
+        images = resize_images(images, thumb_height, thumb_width)
 
-    sheet = np.zeros((per_row * thumb_height, per_row * thumb_width, *channels), np.uint8)
-    for i in range(n_points):
-        tile = images[i]
-        if resize:
-            tile = np.asarray(
-                Image.fromarray(tile).resize((thumb_width, thumb_height), Image.Resampling.BOX)
-            )
-        row, column = divmod(i, per_row)
-        sheet[
-            row * thumb_height : (row + 1) * thumb_height,
-            column * thumb_width : (column + 1) * thumb_width,
-        ] = tile
+    # Pad to a full per_row x per_row grid, then interleave the axes so that tile i
+    # lands at grid row i // per_row and column i % per_row.
+    padded = np.zeros((per_row * per_row, thumb_height, thumb_width, *channels), np.uint8)
+    padded[:n_points] = images
+    grid = padded.reshape(per_row, per_row, thumb_height, thumb_width, *channels)
+    sheet = grid.swapaxes(1, 2).reshape(per_row * thumb_height, per_row * thumb_width, *channels)
 
     buffer = io.BytesIO()
     Image.fromarray(sheet).save(buffer, format="PNG", compress_level=3)
