@@ -70,6 +70,17 @@ class Activations:
             columns[name] = column
         self.metadata = columns
 
+    @classmethod
+    def _from_trusted(
+        cls, values: np.ndarray, metadata: dict[str, np.ndarray], layer: str | None
+    ) -> Activations:
+        """Build without checks, for arrays the recorder has already shaped (hot path)."""
+        instance = cls.__new__(cls)
+        instance.values = values
+        instance.metadata = metadata
+        instance.layer = layer
+        return instance
+
     def __len__(self) -> int:
         return int(self.values.shape[0])
 

@@ -105,34 +105,39 @@ class CaptureStore:
                 self.buffers[key] = buffer
 
             if self.max_rows_per_step is None:
-                self._make_room(chunk.nbytes, keep=key)
+                chunk_bytes = chunk.nbytes
+                self._make_room(chunk_bytes, keep=key, include_keep=True)
                 if (
                     self.memory_budget is not None
-                    and self.nbytes + chunk.nbytes > self.memory_budget
+                    and self.nbytes + chunk_bytes > self.memory_budget
                 ):
                     # With spill_dir the chunk alone exceeds the budget; without it the open
                     # step fills the budget and its later rows are dropped.
                     self._overflow(layer, step, chunk)
                     return
                 buffer.chunks.append(chunk)
-                self._account(buffer, buffer.nbytes + chunk.nbytes)
-            else:
-                updated = self._reservoir_update(buffer, chunk)
-                if updated is None:
-                    return
-                new_bytes = updated.nbytes
-                self._make_room(new_bytes - buffer.nbytes, keep=key)
-                if (
-                    self.memory_budget is not None
-                    and self.nbytes - buffer.nbytes + new_bytes > self.memory_budget
-                ):
-                    # Other buffers are gone and this step's reservoir alone is too big.
-                    self._overflow(layer, step, updated)
-                    self._account(buffer, 0)
-                    buffer.chunks = []
-                    return
-                buffer.chunks = [updated]
-                self._account(buffer, new_bytes)
+                self._account(buffer, buffer.nbytes + chunk_bytes)
+                return
+
+            updated = self._reservoir_update(buffer, chunk)
+            if updated is None:
+                return
+            new_bytes = updated.nbytes
+            self._make_room(new_bytes - buffer.nbytes, keep=key, include_keep=False)
+            if (
+                self.memory_budget is not None
+                and self.nbytes - buffer.nbytes + new_bytes > self.memory_budget
+            ):
+                # This step's reservoir alone exceeds the budget: it goes to disk (or is
+                # dropped) and the step starts a new reservoir, so the step can end up with
+                # more than max_rows_per_step rows in total.
+                self._account(buffer, 0)
+                buffer.chunks = []
+                buffer.seen = 0
+                self._overflow(layer, step, updated)
+                return
+            buffer.chunks = [updated]
+            self._account(buffer, new_bytes)
 
     def _account(self, buffer: _StepBuffer, new_bytes: int) -> None:
         self.nbytes += new_bytes - buffer.nbytes
@@ -166,15 +171,19 @@ class CaptureStore:
         )
         return combined.select(np.asarray(slots, dtype=np.int64))
 
-    def _make_room(self, needed: int, *, keep: tuple[str, int]) -> None:
-        """Spill or drop buffers until ``needed`` more bytes fit in the budget."""
+    def _make_room(self, needed: int, *, keep: tuple[str, int], include_keep: bool) -> None:
+        """Spill or drop buffers until ``needed`` more bytes fit in the budget.
+
+        Other steps go first, oldest first. The buffer ``keep`` is spilled too, last, when
+        ``include_keep`` is set and spilling is on; it is never dropped.
+        """
         if self.memory_budget is None or self.nbytes + needed <= self.memory_budget:
             return
         if self.spill_dir is not None:
-            # Spill other steps first; the open step follows only when it alone is too big.
             others = [k for k in self.buffers if k != keep and self.buffers[k].chunks]
             self._spill(others)
-            if self.nbytes + needed > self.memory_budget and self.buffers[keep].chunks:
+            over = self.nbytes + needed > self.memory_budget
+            if include_keep and over and self.buffers[keep].chunks:
                 self._spill([keep])
             return
         for key in list(self.buffers):

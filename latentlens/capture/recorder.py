@@ -7,6 +7,7 @@ import functools
 import inspect
 import logging
 import os
+import traceback
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -97,7 +98,8 @@ def _as_column(value: Any, parameter: str) -> np.ndarray | None:
         return None
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
-    array = np.asarray(value)
+    # A copy, so later changes to the caller's array cannot alter captured metadata.
+    array = np.array(value)
     if array.ndim != 1:
         raise ValueError(
             f"record({parameter}=...) must be 1-D with one entry per input row, got shape "
@@ -122,6 +124,7 @@ def _mask_position(root: nn.Module, keyword: str | None) -> int | None:
     return None
 
 
+@torch.compiler.disable
 def _root_pre_hook(recorder_ref: weakref.ref, module: nn.Module, args: tuple, kwargs: dict) -> None:
     recorder = recorder_ref()
     if recorder is None or recorder._scope is None or not recorder._scope.active:
@@ -141,6 +144,7 @@ def _root_pre_hook(recorder_ref: weakref.ref, module: nn.Module, args: tuple, kw
     return None
 
 
+@torch.compiler.disable
 def _root_post_hook(
     recorder_ref: weakref.ref, module: nn.Module, args: tuple, kwargs: dict, output: Any
 ) -> None:
@@ -531,8 +535,8 @@ class ActivationRecorder:
             tensor = extract_output(output, self._output[layer], layer)
         else:
             tensor = extract_input(args, kwargs or {}, self._output[layer], layer)
-        with torch.no_grad():
-            pooled = pool(tensor.detach(), self._pooling[layer], scope.mask, module, layer)
+        # Operations on a detached tensor record no autograd graph, so no_grad is not needed.
+        pooled = pool(tensor.detach(), self._pooling[layer], scope.mask, module, layer)
         values = pooled.values
         batch = tensor.shape[0]
 
@@ -544,8 +548,11 @@ class ActivationRecorder:
                 f"record() block but {len(scope.labels)} labels were given; pass one label per "
                 "input row, and check that the layer's output is batch first"
             )
-        local = pooled.sample.numpy() if pooled.sample is not None else np.arange(batch)
-        columns = self._columns(scope, local + offset, call, pooled.token)
+        if pooled.sample is None:
+            rows: np.ndarray | slice = slice(offset, offset + batch)
+        else:
+            rows = pooled.sample.numpy() + offset
+        columns = self._columns(scope, rows, call, pooled.token)
 
         if values.is_cuda:
             host = torch.empty(values.shape, dtype=torch.float32, pin_memory=True)
@@ -558,15 +565,24 @@ class ActivationRecorder:
             values = values.to(device="cpu", dtype=torch.float32)
         if _shares_memory(values, tensor):
             values = values.clone()
-        self._store.add(layer, scope.step, Activations(values.numpy(), columns, layer=layer))
+        array = values.numpy()
+        self._store.add(layer, scope.step, Activations._from_trusted(array, columns, layer))
 
     def _columns(
-        self, scope: _Scope, rows: np.ndarray, call: int, token: torch.Tensor | None
+        self, scope: _Scope, rows: np.ndarray | slice, call: int, token: torch.Tensor | None
     ) -> dict[str, np.ndarray]:
-        count = len(rows)
+        """Build the metadata of one chunk; ``rows`` indexes the block's per-sample columns.
+
+        A slice gives views of the block's own copies of labels, ids and split.
+        """
+        if isinstance(rows, slice):
+            sample = np.arange(rows.start, rows.stop, dtype=np.int64)
+        else:
+            sample = rows.astype(np.int64)
+        count = len(sample)
         columns = {
             "step": np.full(count, scope.step, dtype=np.int64),
-            "sample": (scope.sample_base + rows).astype(np.int64),
+            "sample": sample + scope.sample_base,
         }
         if scope.labels is not None:
             columns["label"] = scope.labels[rows]
@@ -592,7 +608,7 @@ class ActivationRecorder:
                 remaining.append((layer, step, host, event, columns))
                 continue
             event.synchronize()
-            self._store.add(layer, step, Activations(host.numpy(), columns, layer=layer))
+            self._store.add(layer, step, Activations._from_trusted(host.numpy(), columns, layer))
         scope.pending = remaining
 
     # -- results -------------------------------------------------------------------------
@@ -725,8 +741,10 @@ def _explain_compile_error(error: Exception) -> None:
     """Re-raise a torch.compile failure caused by the capture hooks with a clear message."""
     if not type(error).__module__.startswith("torch._dynamo"):
         return
+    package = os.path.dirname(os.path.abspath(__file__))
     text = str(error)
-    if "_output_hook" in text or "_input_hook" in text or "disable" in text:
+    frames = traceback.extract_tb(error.__traceback__)
+    if package in text or any(frame.filename.startswith(package) for frame in frames):
         raise RuntimeError(
             "torch.compile could not run the capture hooks: they run outside the compiled "
             "graph and need a graph break, which fullgraph=True (or "

@@ -1,0 +1,179 @@
+"""Training-step time with and without activation capture, on CPU.
+
+Two models, each trained with Adam on fixed batches:
+
+- a small BERT encoder built from a config (hidden 128, 2 layers, 4 heads, sequences of
+  64 tokens with right padding of varying length, batch 16), capturing both encoder
+  layers with the masked mean over real tokens;
+- the demo's ``DigitsCNN`` on 8x8 digits (batch 64), capturing ``features`` (spatial
+  mean of the (n, 32, 4, 4) map) and ``penultimate`` (n, 64).
+
+Three variants run in every repeat, in a rotating order so that load from other
+processes hits all of them alike: no hooks; ``ActivationRecorder`` with labels, capturing
+every step; and, as the anchor, a hand-written forward hook that keeps
+``output.detach().float().cpu().clone()`` of the full output (what a plain hook cache in
+the style of TransformerLens' ``run_with_cache`` stores). A repeat times ``--steps``
+consecutive training steps per variant; the figure is the median over repeats of the
+per-step time.
+
+Run: python benchmarks/capture_overhead.py [--repeats 15] [--steps 20] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def transformer_case(seed: int) -> tuple[nn.Module, list[str], Callable[[], torch.Tensor], dict]:
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=1000,
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=512,
+        max_position_embeddings=128,
+    )
+    encoder = BertModel(config, add_pooling_layer=False)
+    head = nn.Linear(128, 4)
+    generator = torch.Generator().manual_seed(seed)
+    batch, tokens = 16, 64
+    input_ids = torch.randint(1, 1000, (batch, tokens), generator=generator)
+    lengths = torch.randint(8, tokens + 1, (batch,), generator=generator)
+    attention_mask = (torch.arange(tokens)[None, :] < lengths[:, None]).long()
+    labels = torch.randint(0, 4, (batch,), generator=generator)
+    model = nn.ModuleDict({"encoder": encoder, "head": head})
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step() -> torch.Tensor:
+        hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        loss = nn.functional.cross_entropy(head(hidden[:, 0]), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return encoder, ["encoder.layer.0", "encoder.layer.1"], step, {"labels": labels}
+
+
+def cnn_case(seed: int) -> tuple[nn.Module, list[str], Callable[[], torch.Tensor], dict]:
+    from latentlens.demo import DigitsCNN, load_digits_split
+
+    torch.manual_seed(seed)
+    model = DigitsCNN()
+    split = load_digits_split(seed)
+    images = torch.as_tensor(split.train_images[:64], dtype=torch.float32)
+    labels = torch.as_tensor(split.train_labels[:64], dtype=torch.long)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step() -> torch.Tensor:
+        loss = nn.functional.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return model, ["features", "penultimate"], step, {"labels": labels}
+
+
+def time_steps(step: Callable[[], torch.Tensor], steps: int, around: Callable) -> float:
+    """Seconds per step over ``steps`` consecutive steps, each wrapped by ``around()``."""
+    start = time.perf_counter()
+    for index in range(steps):
+        with around(index):
+            step()
+    return (time.perf_counter() - start) / steps
+
+
+def measure(case: Callable, repeats: int, steps: int) -> dict[str, float]:
+    import contextlib
+
+    from latentlens.capture import ActivationRecorder
+
+    model, layers, step, record_kwargs = case(0)
+    recorder = ActivationRecorder(model, layers)
+    naive_store: list[torch.Tensor] = []
+    modules = dict(model.named_modules())
+
+    def naive_hook(module, args, output):
+        naive_store.append(output.detach().float().cpu().clone())
+
+    def plain(_index):
+        return contextlib.nullcontext()
+
+    step_counter = iter(range(10**9))
+
+    def with_recorder(_index):
+        return recorder.record(step=next(step_counter), **record_kwargs)
+
+    def run_plain() -> float:
+        return time_steps(step, steps, plain)
+
+    def run_recorder() -> float:
+        with recorder:
+            seconds = time_steps(step, steps, with_recorder)
+        recorder.clear()
+        return seconds
+
+    def run_naive() -> float:
+        handles = [modules[name].register_forward_hook(naive_hook) for name in layers]
+        try:
+            return time_steps(step, steps, plain)
+        finally:
+            for handle in handles:
+                handle.remove()
+            naive_store.clear()
+
+    variants = {"plain": run_plain, "latentlens": run_recorder, "naive hook": run_naive}
+    for run in variants.values():
+        run()  # warm-up: allocator, autograd caches, first recorder buffers
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for repeat in range(repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(variants[name]())
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15, help="Interleaved repeats per variant.")
+    parser.add_argument("--steps", type=int, default=20, help="Training steps timed per repeat.")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads.")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), {args.repeats} interleaved "
+        f"repeats x {args.steps} steps, median per-step time"
+    )
+    header = (
+        f"{'model':<28}{'no capture ms':>14}{'latentlens ms':>15}{'ratio':>8}"
+        f"{'naive hook ms':>15}{'ratio':>8}"
+    )
+    print(header)
+    for label, case in (
+        ("BERT 2x128, seq 64, b 16", transformer_case),
+        ("DigitsCNN, batch 64", cnn_case),
+    ):
+        medians = measure(case, args.repeats, args.steps)
+        plain = medians["plain"]
+        print(
+            f"{label:<28}{plain * 1e3:>14.3f}{medians['latentlens'] * 1e3:>15.3f}"
+            f"{medians['latentlens'] / plain:>8.3f}{medians['naive hook'] * 1e3:>15.3f}"
+            f"{medians['naive hook'] / plain:>8.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
