@@ -339,23 +339,35 @@ def test_projector_shows_our_bookmark_with_every_point(
     expand = browser.evaluate("window.__ll.center('#expand-more', 'vz-projector-bookmark-panel')")
     if expand:
         browser.click(expand["x"], expand["y"])
-    radio = browser.wait_for(
-        "window.__ll.center('paper-icon-button[icon=\"radio-button-unchecked\"]',"
-        " 'vz-projector-bookmark-panel')",
-        30, "a bookmark's radio button",
-    )  # fmt: skip
-    browser.click(radio["x"], radio["y"])
-
-    applied = browser.wait_for(
+    # Click the first bookmark's radio button; under load the tray may still be moving,
+    # so the click is repeated (at fresh coordinates) until the projector applies it.
+    first_radio = (
+        "window.__ll.center('div.state-row:first-of-type "
+        "paper-icon-button[icon=\"radio-button-unchecked\"]', 'vz-projector-bookmark-panel')"
+    )
+    applied_state = (
         "(() => { const p = window.__ll.projector();"
         " const b = window.__ll.find('vz-projector-bookmark-panel').el;"
         " if (!b.savedStates[0].isSelected || !p.projection) return null;"
         " return {type: p.projection.projectionType,"
         " components: p.projection.projectionComponents,"
         " xy: p.dataSet.points.map(q => [q.projections['umap-0'], q.projections['umap-1']]),"
-        " color: p.dataPanel.selectedColorOptionName}; })()",
-        60, "the bookmark to be applied",
-    )  # fmt: skip
+        " color: p.dataPanel.selectedColorOptionName}; })()"
+    )
+    applied = None
+    for _ in range(6):
+        radio = browser.wait_for(first_radio, 30, "the first bookmark's radio button")
+        time.sleep(1.0)
+        if browser.evaluate(first_radio) != radio:
+            continue  # still moving
+        browser.click(radio["x"], radio["y"])
+        with contextlib.suppress(AssertionError):
+            applied = browser.wait_for(applied_state, 15, "the bookmark to be applied")
+            break
+    if applied is None:
+        failure = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
+        (tmp_path / "projector_failure.png").write_bytes(failure)
+        raise AssertionError(f"the bookmark was never applied; screenshot in {tmp_path}")
     first = expected_states[0]
     assert applied["type"] == "umap"
     assert applied["components"][:2] == ["umap-0", "umap-1"]
