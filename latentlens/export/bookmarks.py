@@ -41,6 +41,11 @@ def check_layout(layout: object, n_points: int) -> np.ndarray:
             f"layout contains NaN or infinite coordinates in {bad} rows; fix or drop those "
             f"points before exporting"
         )
+    if array.size and np.abs(array).max() > np.finfo(np.float32).max:
+        raise ValueError(
+            "layout contains coordinates beyond the float32 range the projector keeps; "
+            "rescale the layout"
+        )
     return array.astype(np.float64)
 
 

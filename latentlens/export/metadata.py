@@ -87,6 +87,8 @@ def check_metadata(metadata: object, n_points: int) -> dict[str, Sequence]:
     """
     if metadata is None:
         return {}
+    if not isinstance(metadata, Mapping) and hasattr(metadata, "columns"):
+        metadata = dict(metadata.items())  # a data frame: column name -> column
     if not isinstance(metadata, Mapping):
         raise TypeError(
             f"metadata must be a mapping from column name to a sequence of values, got "
@@ -126,6 +128,8 @@ def check_metadata(metadata: object, n_points: int) -> dict[str, Sequence]:
                 f"metadata[{name!r}] has {len(column)} values but values has {n_points} "
                 f"rows; give exactly one metadata value per point"
             )
+        if not isinstance(column, (list, tuple, np.ndarray)):
+            column = list(column)  # e.g. a pandas Series, whose [] looks up labels
         columns[name] = column
     return columns
 

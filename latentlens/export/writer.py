@@ -71,6 +71,13 @@ def _as_values(values: object) -> np.ndarray:
             f"values contains NaN or infinite entries in {bad_rows.size} rows (first: "
             f"{bad_rows[:5].tolist()}); drop or fix those rows before exporting"
         )
+    if array.dtype.kind == "f" and array.dtype.itemsize > 4 and array.size:
+        largest = np.abs(array).max()
+        if largest > np.finfo(np.float32).max:
+            raise ValueError(
+                f"values contains magnitudes up to {largest:.3g}, beyond float32 (the "
+                f"projector's type, max {np.finfo(np.float32).max:.3g}); rescale the values"
+            )
     return array
 
 

@@ -299,3 +299,43 @@ def test_bookmarks_file_is_valid_json_on_disk(tmp_path, rng):
     (path,) = (tmp_path / "j").rglob("bookmarks.json")
     states = json.loads(path.read_text(encoding="utf-8"))
     assert states[0]["selectedLabelOption"] == "label"
+
+
+class FrameLike:
+    """The part of a data frame the writer uses: ``columns`` and ``items()``."""
+
+    def __init__(self, columns: dict) -> None:
+        self._columns = columns
+        self.columns = list(columns)
+
+    def items(self):
+        return self._columns.items()
+
+
+class LabelIndexed:
+    """A column whose ``[]`` looks up labels, like a pandas Series with its own index."""
+
+    def __init__(self, values, labels) -> None:
+        self._by_label = dict(zip(labels, values, strict=True))
+        self._values = list(values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __getitem__(self, label):
+        return self._by_label[label]
+
+
+def test_frame_like_metadata_is_read_by_position(tmp_path, rng):
+    n = 30
+    column = LabelIndexed([f"v{i}" for i in range(n)], labels=range(100, 100 + n))
+    with ProjectorWriter(tmp_path, run="df", max_points=20) as writer:
+        with pytest.warns(ExportWarning):
+            writer.add_embedding(rng.normal(size=(n, 3)), layer="l", step=0,
+                                 metadata=FrameLike({"word": column}))  # fmt: skip
+    entry = read_projector(tmp_path, summaries=False)["embeddings"]["df"]["l_step000000"]
+    for word, index in entry["metadata_rows"]:
+        assert word == f"v{index}"

@@ -74,6 +74,8 @@ def snapshot(folder) -> dict[str, bytes]:
         ({"layout": np.zeros((4, 4))}, ValueError, r"layout must have shape \(n, 2\) or \(n, 3\)"),
         ({"layout": np.zeros((5, 2))}, ValueError, "layout has 5 rows but values has 4"),
         ({"layout": np.array([[0, 0], [1, np.inf], [2, 2], [3, 3]])}, ValueError, "infinite coordinates in 1 rows"),  # noqa: E501
+        ({"values": np.full((4, 3), 1e300)}, ValueError, "beyond float32"),
+        ({"layout": np.full((4, 2), -1e300)}, ValueError, "beyond the float32 range"),
         ({"layer": ""}, ValueError, "layer must be a non-empty name"),
         ({"step": -2}, ValueError, "step must be >= 0"),
         ({"step": "3"}, TypeError, "step must be a non-negative int"),
