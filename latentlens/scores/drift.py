@@ -52,11 +52,12 @@ class DriftResult:
     alpha : float
         Significance level that ``drift`` compares against.
     n_components : int
-        PCA components the test ran on.
+        PCA components the test ran on, after dropping components without spread.
     n_permutations : int or None
         ``B`` for the MMD methods, None for ``"ks"``.
     bandwidth : float or None
-        Gaussian kernel bandwidth ``sigma`` in PCA units for the MMD methods, None for ``"ks"``.
+        Gaussian kernel bandwidth ``sigma`` for the MMD methods, in the units of the (whitened
+        by default) PCA coordinates; None for ``"ks"``.
     component_p_values : tuple of float
         Unadjusted KS p-value per component for ``"ks"``; empty otherwise.
     """
@@ -96,12 +97,14 @@ def drift_test(
     n_components: int = 32,
     n_features: int = 512,
     bandwidth: float | None = None,
+    whiten: bool = True,
     random_state=None,
 ) -> DriftResult:
     """Test whether ``current`` comes from the same distribution as ``reference``.
 
-    Both windows are projected onto a PCA fitted on the two windows pooled together, then
-    compared with one of three tests:
+    Both windows are projected onto a PCA fitted on the two windows pooled together; components
+    without spread are dropped and, by default, the others scaled to unit pooled variance.
+    The projected windows are then compared with one of three tests:
 
     - ``"mmd"`` (default): maximum mean discrepancy with a Gaussian kernel, approximated by
       ``n_features`` random Fourier features so the cost is linear in the number of rows, and
@@ -123,13 +126,20 @@ def drift_test(
     n_permutations : int, default=200
         ``B`` for the MMD methods. The smallest reachable p-value is ``1 / (B + 1)``.
     n_components : int, default=32
-        PCA components; capped at ``min(d, n + m - 1)``.
+        PCA components; capped at ``min(d, n + m - 1)``. Components whose pooled variance is
+        below 1e-9 times the largest are dropped.
     n_features : int, default=512
         Random Fourier features for ``"mmd"``; an even number >= 2. More features lower the
         variance of the statistic (more power), at linear cost.
     bandwidth : float, optional
-        Gaussian kernel bandwidth ``sigma`` in PCA units. By default the median pairwise
-        distance between reference rows after projection (the median heuristic).
+        Gaussian kernel bandwidth ``sigma`` in the space the kernel sees (PCA coordinates,
+        whitened by default). By default the median pairwise distance between reference rows
+        in that space (the median heuristic).
+    whiten : bool, default=True
+        Scale each PCA component to unit pooled variance before the kernel, so a shift along a
+        low-variance direction weighs as much as one along the top component. Without it the
+        kernel is dominated by the few largest components. The KS test is unaffected (it is
+        invariant to scaling).
     random_state : None, int or numpy.random.Generator, optional
         Seeds the PCA row sample, the Fourier features and the permutations.
 
@@ -150,7 +160,8 @@ def drift_test(
     Fitting the PCA on the reference alone would make reference rows look closer to the
     projection than current rows and inflate false alarms. The pooled fit is a symmetric
     function of all rows, so permuting the window labels leaves it unchanged and the
-    permutation test keeps its level. The default bandwidth depends on the reference rows
+    permutation test keeps its level; so are the dropping and whitening of components. The
+    default bandwidth depends on the reference rows
     only, as when a detector is fitted once on its reference; the permutations keep it fixed.
     The calibration tests check the resulting false-alarm rate.
 
@@ -170,12 +181,13 @@ def drift_test(
     current = check_matrix("current", current, min_rows=2)
     check_same_features("reference", reference, "current", current)
     alpha = check_probability("alpha", alpha)
-    method, n_permutations, n_components, n_features, bandwidth = check_test_options(
+    method, n_permutations, n_components, n_features, bandwidth, whiten = check_test_options(
         method=method,
         n_permutations=n_permutations,
         n_components=n_components,
         n_features=n_features,
         bandwidth=bandwidth,
+        whiten=whiten,
     )
     n_pooled = reference.shape[0] + current.shape[0]
     if method == "mmd_exact" and n_pooled > MAX_EXACT_ROWS:
@@ -193,6 +205,7 @@ def drift_test(
     pooled = np.concatenate([reference, current])
     mean, components = _mmd.fit_pooled_pca(pooled, n_components, rng)
     coordinates = _mmd.project(pooled, mean, components)
+    coordinates = _mmd.drop_flat_components(coordinates, whiten=whiten)
     n_reference = reference.shape[0]
     common = {
         "method": method,
@@ -200,7 +213,7 @@ def drift_test(
         "n_current": current.shape[0],
         "effect_size": effect_size,
         "alpha": alpha,
-        "n_components": components.shape[1],
+        "n_components": coordinates.shape[1],
     }
 
     if method == "ks":
@@ -220,7 +233,7 @@ def drift_test(
         method,
         n_reference,
         current.shape[0],
-        components.shape[1],
+        coordinates.shape[1],
         bandwidth,
         statistics[0],
         p_value,
@@ -235,7 +248,7 @@ def drift_test(
 
 
 # Settings of drift_test that per_class_drift passes through.
-TEST_OPTIONS = ("method", "n_permutations", "n_components", "n_features", "bandwidth")
+TEST_OPTIONS = ("method", "n_permutations", "n_components", "n_features", "bandwidth", "whiten")
 
 
 def check_test_options(
@@ -245,7 +258,8 @@ def check_test_options(
     n_components: int = 32,
     n_features: int = 512,
     bandwidth: float | None = None,
-) -> tuple[str, int, int, int, float | None]:
+    whiten: bool = True,
+) -> tuple[str, int, int, int, float | None, bool]:
     """Validate the settings of :func:`drift_test` and return them normalised, or raise."""
     method = check_choice("method", method, DRIFT_METHODS)
     n_permutations = check_int("n_permutations", n_permutations, minimum=1)
@@ -265,11 +279,16 @@ def check_test_options(
                 "Pass None for the median heuristic."
             )
         bandwidth = float(bandwidth)
-    return method, n_permutations, n_components, n_features, bandwidth
+    if not isinstance(whiten, (bool, np.bool_)):
+        raise TypeError(f"whiten must be True or False; got {whiten!r}.")
+    return method, n_permutations, n_components, n_features, bandwidth, bool(whiten)
 
 
 def _ks_test(coordinates: np.ndarray, n_reference: int, common: dict) -> DriftResult:
     """Run a KS test per PCA component and combine them with a Bonferroni correction."""
+    if coordinates.shape[1] == 0:
+        # Every row is identical: nothing can differ between the windows.
+        return DriftResult(statistic=0.0, p_value=1.0, **common)
     result = stats.ks_2samp(coordinates[:n_reference], coordinates[n_reference:], axis=0)
     component_p_values = np.atleast_1d(result.pvalue).astype(np.float64)
     distances = np.atleast_1d(result.statistic).astype(np.float64)

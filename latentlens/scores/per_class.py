@@ -173,7 +173,7 @@ def per_class_drift(
         Seeds every class's test (each class gets its own child seed).
     **test_options
         Passed to :func:`drift_test` (``method``, ``n_permutations``, ``n_components``,
-        ``n_features``, ``bandwidth``).
+        ``n_features``, ``bandwidth``, ``whiten``).
 
     Returns
     -------
