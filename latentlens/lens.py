@@ -1,7 +1,7 @@
 """LatentLens: capture, project, score and export, one step at a time.
 
-This is the only module that depends on every part of the pipeline. Capture hands over float32 arrays and
-metadata columns; the projection, the scores and the exporter see nothing else.
+This is the only module that depends on every part of the pipeline. Capture hands over float32
+arrays and metadata columns, and the projection, the scores and the exporter see nothing else.
 """
 
 from __future__ import annotations
@@ -572,11 +572,19 @@ class LatentLens:
             )
         if report.class_drift is not None:
             for row in report.class_drift.to_rows():
-                p_value = row.get("p_value_adjusted", row.get("p_value"))
-                if p_value is not None and np.isfinite(p_value):
+                if np.isfinite(row["p_value_holm"]):
                     writer.add_scalar(
-                        f"drift_by_class/{layer}/{row['label']}", float(p_value), step=step
+                        f"drift_by_class/{layer}/{row['class']}/p_value_holm",
+                        float(row["p_value_holm"]),
+                        step=step,
                     )
+            proportion_p_value = report.class_drift.proportion_p_value
+            if np.isfinite(proportion_p_value):
+                writer.add_scalar(
+                    f"drift_by_class/{layer}/class_mix_p_value",
+                    float(proportion_p_value),
+                    step=step,
+                )
         if report.outlier_p_values is not None:
             share = float(np.mean(report.outlier_p_values < self.alpha))
             writer.add_scalar(f"outliers/{layer}/share", share, step=step)

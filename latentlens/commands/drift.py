@@ -68,7 +68,7 @@ def drift_command(
                 alpha=alpha,
                 random_state=seed,
             )
-            entry["classes"] = classes.to_rows()
+            entry["by_class"] = classes.to_dict()
         report.append(entry)
 
     if as_json:
@@ -90,5 +90,20 @@ def _print_table(report: list[dict]) -> None:
             f"{entry['statistic']:>11.4g} {entry['p_value']:>9.4g} {entry['effect_size']:>9.4g}  "
             f"{'yes' if entry['drift'] else 'no'}"
         )
-        for row in entry.get("classes", []):
-            click.echo(f"  class {row}")
+        by_class = entry.get("by_class")
+        if by_class is None:
+            continue
+        click.echo("  per class, p-values Holm-adjusted across the tested classes:")
+        for row in by_class["classes"]:
+            if row["status"] != "tested":
+                click.echo(f"  class {row['class']!s:<32} {row['status']}")
+                continue
+            click.echo(
+                f"  class {row['class']!s:<32} {row['n_reference']:>7} {row['n_current']:>7} "
+                f"{row['statistic']:>11.4g} {row['p_value_holm']:>9.4g} "
+                f"{row['effect_size']:>9.4g}  {'yes' if row['drift'] else 'no'}"
+            )
+        click.echo(
+            f"  class mix (chi-square)                 p_value {by_class['proportion_p_value']:.4g}"
+            f"  {'yes' if by_class['proportion_drift'] else 'no'}"
+        )
