@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+from google.protobuf import text_format
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.projector.projector_config_pb2 import EmbeddingInfo
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
@@ -412,8 +413,6 @@ class ProjectorWriter:
             info.bookmarks_path = f"{relative}/bookmarks.json"
 
         # The fragment is written last: a folder without it is an unfinished export.
-        from google.protobuf import text_format
-
         atomic_write_text(folder / config_files.FRAGMENT_NAME, text_format.MessageToString(info))
         config_files.merge_config(self.run_dir)
         logger.info("wrote embedding %s (%d x %d) to %s", name, *array.shape, folder)
