@@ -120,14 +120,12 @@ def demo(logdir: Path, epochs: int, seed: int, n_neighbors: int) -> None:
 @click.option(
     "--input",
     "input_path",
-    required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Inputs: a .txt file (one text per line), a .jsonl file (one object per line) or a "
     ".npy array of token ids (n, sequence_length).",
 )
 @click.option(
     "--output",
-    required=True,
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder to write the captured activations and their metadata into.",
 )
@@ -184,8 +182,8 @@ def demo(logdir: Path, epochs: int, seed: int, n_neighbors: int) -> None:
 )
 def capture(
     model: str,
-    input_path: Path,
-    output: Path,
+    input_path: Path | None,
+    output: Path | None,
     layers: tuple[str, ...],
     list_layers: bool,
     pooling: str,

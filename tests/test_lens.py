@@ -158,3 +158,26 @@ def test_hooks_removed_after_exception(tmp_path):
     for module in model.modules():
         assert not module._forward_hooks
         assert not module._forward_pre_hooks
+
+
+def test_parametric_projection_maps_later_steps(tmp_path):
+    model = nn.Sequential(nn.Identity())
+    first, labels = _blobs(seed=0)
+    later, _ = _blobs(seed=3, shift=0.5)
+    with LatentLens(
+        model,
+        layers=["0"],
+        logdir=tmp_path,
+        projection="parametric",
+        umap_options={"n_training_epochs": 5},
+    ) as lens:
+        with lens.record(step=0, labels=labels):
+            model(torch.from_numpy(first))
+        lens.publish(0)
+        with lens.record(step=1, labels=labels):
+            model(torch.from_numpy(later))
+        report = lens.publish(1)["0"]
+        encoder = lens._references["0"].parametric
+
+    np.testing.assert_allclose(report.layout, encoder.transform(later), rtol=1e-6, atol=1e-6)
+    assert report.layout.shape == (len(later), 2)

@@ -139,8 +139,8 @@ def load_transformers_model(name: str, device: str):
 def capture_command(
     *,
     model: str,
-    input_path: Path,
-    output: Path,
+    input_path: Path | None,
+    output: Path | None,
     layers: tuple[str, ...],
     list_layers: bool,
     pooling: str,
@@ -157,6 +157,14 @@ def capture_command(
 
     from latentlens.capture import ActivationRecorder, resolve_layers, save_activations
 
+    if not list_layers:
+        missing = [
+            name for name, value in (("--input", input_path), ("--output", output)) if value is None
+        ]
+        if missing:
+            raise click.UsageError(
+                f"missing option {' and '.join(missing)}; both are needed to capture"
+            )
     network, tokenizer = load_transformers_model(model, device)
     if list_layers:
         for name, module in network.named_modules():
