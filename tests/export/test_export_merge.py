@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -169,3 +171,64 @@ def test_unreadable_config_is_rebuilt_from_our_files(tmp_path, rng):
     with ProjectorWriter(tmp_path, run="u") as writer:
         writer.add_embedding(rng.normal(size=(4, 3)), layer="l", step=1)
     assert sorted(served(tmp_path, "u")) == ["l_step000000", "l_step000001"]
+
+
+WRITER_SCRIPT = """
+import sys
+import numpy as np
+from latentlens.export import ProjectorWriter
+
+logdir, layer = sys.argv[1], sys.argv[2]
+rng = np.random.default_rng(abs(hash(layer)) % 1000)
+with ProjectorWriter(logdir, run="together") as writer:
+    for step in range(5):
+        writer.add_embedding(rng.normal(size=(6, 3)), layer=layer, step=step)
+"""
+
+
+def test_two_processes_writing_at_once(tmp_path):
+    processes = [
+        subprocess.Popen([sys.executable, "-c", WRITER_SCRIPT, str(tmp_path), layer])
+        for layer in ("left", "right")
+    ]
+    for process in processes:
+        assert process.wait(timeout=120) == 0
+    names = config_names(tmp_path / "together")
+    expected = [f"{layer}_step{step:06d}" for layer in ("left", "right") for step in range(5)]
+    assert sorted(names) == expected
+    assert sorted(served(tmp_path, "together")) == expected
+
+
+def test_foreign_duplicates_are_merged_once(tmp_path, rng):
+    run = tmp_path / "dup"
+    with ProjectorWriter(tmp_path, run="dup") as writer:
+        writer.add_embedding(rng.normal(size=(4, 3)), layer="l", step=0)
+    # Another tool appended a copy of its own entry twice (tensorboardX opens the
+    # config in append mode) and a copy of ours.
+    (run / "foreign.tsv").write_text("1\t2\n3\t4\n")
+    config = ProjectorConfig()
+    text_format.Parse((run / "projector_config.pbtxt").read_text(), config)
+    ours = config.embeddings[0]
+    for _ in range(2):
+        config.embeddings.add(tensor_name="foreign", tensor_path="foreign.tsv")
+    config.embeddings.add().CopyFrom(ours)
+    (run / "projector_config.pbtxt").write_text(text_format.MessageToString(config))
+
+    with ProjectorWriter(tmp_path, run="dup") as writer:
+        writer.add_embedding(rng.normal(size=(4, 3)), layer="l", step=1)
+    assert config_names(run) == ["l_step000000", "foreign", "l_step000001"]
+    entries = served(tmp_path, "dup")
+    np.testing.assert_array_equal(entries["foreign"]["tensor"], [[1, 2], [3, 4]])
+
+
+def test_logdir_itself_as_the_run(tmp_path, rng):
+    values = rng.normal(size=(5, 4)).astype(np.float32)
+    with ProjectorWriter(tmp_path) as writer:
+        assert writer.run == "."
+        writer.add_embedding(values, layer="l", step=0)
+    result = read_projector(tmp_path, summaries=False)
+    assert result["runs"] == ["."]
+    np.testing.assert_array_equal(result["embeddings"]["."]["l_step000000"]["tensor"], values)
+    assert read_projector(tmp_path, num_rows=2)["embeddings"]["."]["l_step000000"][
+        "tensor"
+    ].shape == (2, 4)
