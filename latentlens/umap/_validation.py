@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from latentlens.umap.graph import METRICS
+from latentlens.umap.graph import KNN_METHODS, METRICS
 
 INITS = ("spectral", "pca", "random")
 
@@ -46,12 +46,13 @@ def check_data(X, name="X"):
             f"{name} contains NaN or infinite values in {rows.size} row(s), the first at row "
             f"{rows[0]}; remove or impute them before calling UMAP."
         )
-    converted = np.ascontiguousarray(array, dtype=np.float32)
-    if not np.all(np.isfinite(converted)):
+    largest = float(np.abs(array).max()) if array.dtype.itemsize > 4 else 0.0
+    if largest > np.finfo(np.float32).max:
         raise ValueError(
-            f"{name} has values beyond the float32 range (max |x| = "
-            f"{np.abs(array).max():.3g}); rescale the data before calling UMAP."
+            f"{name} has values beyond the float32 range (max |x| = {largest:.3g}); "
+            "rescale the data before calling UMAP."
         )
+    converted = np.ascontiguousarray(array, dtype=np.float32)
     # -0.0 and 0.0 must hash alike when duplicates are found by bit pattern.
     converted += np.float32(0.0)
     return converted
@@ -93,10 +94,10 @@ def check_params(model):
         raise ValueError(
             f"metric={model.metric!r} is not supported; use one of {', '.join(METRICS)}."
         )
-    if model.knn_method not in ("auto", "exact", "nndescent"):
+    if model.knn_method not in KNN_METHODS:
         raise ValueError(
-            f"knn_method={model.knn_method!r} is not supported; use 'auto', 'exact' or "
-            "'nndescent'."
+            f"knn_method={model.knn_method!r} is not supported; use one of "
+            f"{', '.join(KNN_METHODS)}."
         )
     init = model.init
     if isinstance(init, str):

@@ -120,9 +120,10 @@ class UMAP:
         A kNN graph of the rows of ``X`` (as returned by
         :func:`latentlens.umap.graph.nearest_neighbors`); the search is skipped.
         ``transform`` still searches the training rows with ``metric``.
-    knn_method : {"auto", "exact", "nndescent"}, default="auto"
-        kNN search; "auto" is exact (BLAS) up to
-        ``latentlens.umap.graph.EXACT_MAX_ROWS`` rows, pynndescent above.
+    knn_method : {"auto", "exact", "forest", "pynndescent"}, default="auto"
+        kNN search (see :func:`latentlens.umap.graph.nearest_neighbors`); "auto" is
+        exact (BLAS) up to ``latentlens.umap.graph.EXACT_MAX_ROWS`` rows and an
+        approximate random projection forest with neighbour descent above.
     transform_n_epochs : int or None, default=None
         Epochs for new points in :meth:`transform`; None uses ``max(30, n_epochs // 3)``
         with ``n_epochs`` the training epochs.
