@@ -13,8 +13,8 @@ processes hits all of them alike: no hooks; ``ActivationRecorder`` with labels, 
 every step; and, as the anchor, a hand-written forward hook that keeps
 ``output.detach().float().cpu().clone()`` of the full output (what a plain hook cache in
 the style of TransformerLens' ``run_with_cache`` stores). A repeat times ``--steps``
-consecutive training steps per variant; the figure is the median over repeats of the
-per-step time.
+consecutive training steps per variant; the figures are medians over repeats of the
+per-step wall time and of the per-step CPU time of this process.
 
 Run: python benchmarks/capture_overhead.py [--repeats 15] [--steps 20] [--threads 1]
 """
@@ -26,7 +26,6 @@ import statistics
 import time
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -85,13 +84,15 @@ def cnn_case(seed: int) -> tuple[nn.Module, list[str], Callable[[], torch.Tensor
     return model, ["features", "penultimate"], step, {"labels": labels}
 
 
-def time_steps(step: Callable[[], torch.Tensor], steps: int, around: Callable) -> float:
-    """Seconds per step over ``steps`` consecutive steps, each wrapped by ``around()``."""
-    start = time.perf_counter()
+def time_steps(
+    step: Callable[[], torch.Tensor], steps: int, around: Callable
+) -> tuple[float, float]:
+    """Wall and process CPU seconds per step over ``steps`` steps, each inside ``around()``."""
+    wall, cpu = time.perf_counter(), time.process_time()
     for index in range(steps):
         with around(index):
             step()
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
 
 
 def measure(case: Callable, repeats: int, steps: int) -> dict[str, float]:
@@ -115,16 +116,16 @@ def measure(case: Callable, repeats: int, steps: int) -> dict[str, float]:
     def with_recorder(_index):
         return recorder.record(step=next(step_counter), **record_kwargs)
 
-    def run_plain() -> float:
+    def run_plain() -> tuple[float, float]:
         return time_steps(step, steps, plain)
 
-    def run_recorder() -> float:
+    def run_recorder() -> tuple[float, float]:
         with recorder:
             seconds = time_steps(step, steps, with_recorder)
         recorder.clear()
         return seconds
 
-    def run_naive() -> float:
+    def run_naive() -> tuple[float, float]:
         handles = [modules[name].register_forward_hook(naive_hook) for name in layers]
         try:
             return time_steps(step, steps, plain)
@@ -136,13 +137,19 @@ def measure(case: Callable, repeats: int, steps: int) -> dict[str, float]:
     variants = {"plain": run_plain, "latentlens": run_recorder, "naive hook": run_naive}
     for run in variants.values():
         run()  # warm-up: allocator, autograd caches, first recorder buffers
-    samples: dict[str, list[float]] = {name: [] for name in variants}
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     names = list(variants)
     for repeat in range(repeats):
         shift = repeat % len(names)
         for name in names[shift:] + names[:shift]:
             samples[name].append(variants[name]())
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return {
+        name: (
+            statistics.median(wall for wall, _ in values),
+            statistics.median(cpu for _, cpu in values),
+        )
+        for name, values in samples.items()
+    }
 
 
 def main() -> None:
@@ -155,24 +162,26 @@ def main() -> None:
 
     print(
         f"torch {torch.__version__}, {args.threads} thread(s), {args.repeats} interleaved "
-        f"repeats x {args.steps} steps, median per-step time"
+        f"repeats x {args.steps} steps, median per-step time in ms (wall clock, and CPU time "
+        "of this process, which other processes' load disturbs less)"
     )
-    header = (
-        f"{'model':<28}{'no capture ms':>14}{'latentlens ms':>15}{'ratio':>8}"
-        f"{'naive hook ms':>15}{'ratio':>8}"
+    print(
+        f"{'model':<26}{'clock':>6}{'no capture':>12}{'latentlens':>12}{'ratio':>8}"
+        f"{'naive hook':>12}{'ratio':>8}"
     )
-    print(header)
     for label, case in (
         ("BERT 2x128, seq 64, b 16", transformer_case),
         ("DigitsCNN, batch 64", cnn_case),
     ):
         medians = measure(case, args.repeats, args.steps)
-        plain = medians["plain"]
-        print(
-            f"{label:<28}{plain * 1e3:>14.3f}{medians['latentlens'] * 1e3:>15.3f}"
-            f"{medians['latentlens'] / plain:>8.3f}{medians['naive hook'] * 1e3:>15.3f}"
-            f"{medians['naive hook'] / plain:>8.3f}"
-        )
+        for index, clock in enumerate(("wall", "cpu")):
+            plain = medians["plain"][index]
+            ours = medians["latentlens"][index]
+            naive = medians["naive hook"][index]
+            print(
+                f"{label:<26}{clock:>6}{plain * 1e3:>12.3f}{ours * 1e3:>12.3f}"
+                f"{ours / plain:>8.3f}{naive * 1e3:>12.3f}{naive / plain:>8.3f}"
+            )
 
 
 if __name__ == "__main__":

@@ -262,12 +262,14 @@ class ActivationRecorder:
     Notes
     -----
     A module called several times in one forward pass gets rows for every call, told
-    apart by the ``"call"`` column (0, 1, ...). Hooks installed before ``torch.compile``
-    keep working, and so do hooks installed after (torch then recompiles once). The
-    hook body runs outside the compiled graph (``torch.compiler.disable``), which needs a
-    graph break, so ``fullgraph=True`` cannot capture; use ``output_hidden_states``
-    there. On CUDA, copies go to pinned host memory without blocking and are read after
-    their CUDA event completes.
+    apart by the ``"call"`` column (0, 1, ...); the count restarts at each forward of the
+    model given to the recorder, so calling a submodule directly keeps counting up.
+
+    Hooks installed before ``torch.compile`` keep working, and so do hooks installed
+    after (torch then recompiles once). The hook body runs outside the compiled graph
+    (``torch.compiler.disable``), which needs a graph break, so ``fullgraph=True``
+    cannot capture; use ``output_hidden_states`` there. On CUDA, copies go to pinned
+    host memory without blocking and are read after their CUDA event completes.
 
     Examples
     --------
@@ -555,6 +557,8 @@ class ActivationRecorder:
         columns = self._columns(scope, rows, call, pooled.token)
 
         if values.is_cuda:
+            # NOTE: this path has not run in this project's tests (no GPU in CI); the CPU
+            # path below is the tested one.
             host = torch.empty(values.shape, dtype=torch.float32, pin_memory=True)
             host.copy_(values.detach(), non_blocking=True)
             event = torch.cuda.Event()

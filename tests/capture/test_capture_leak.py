@@ -36,6 +36,9 @@ def test_thousand_training_steps_keep_memory_flat():
     watcher_last = model[2].register_forward_hook(lambda m, a, o: references.append(weakref.ref(o)))
     generator = torch.Generator().manual_seed(0)
     rss_at_100 = None
+    # One intra-op thread keeps this tiny model fast on a shared 2-core machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     # Automatic garbage collection stays off, so reference cycles would show up as leaks.
     gc.collect()
     gc.disable()
@@ -59,6 +62,7 @@ def test_thousand_training_steps_keep_memory_flat():
         growth = _rss_bytes() - rss_at_100
     finally:
         gc.enable()
+        torch.set_num_threads(threads)
         watcher.remove()
         watcher_last.remove()
     assert recorder.peak_memory_bytes <= BUDGET

@@ -92,10 +92,12 @@ def test_longer_mask_uses_its_last_columns():
     np.testing.assert_allclose(pooled.numpy(), values[:, 0].numpy(), atol=1e-7)
 
 
-def test_shorter_mask_warns_and_is_ignored():
+@pytest.mark.parametrize("mask_tokens", [2, 6])
+def test_mismatched_mask_warns_and_is_ignored(mask_tokens):
     values = torch.randn(2, 4, 3)
-    with pytest.warns(UserWarning, match="covers 2 tokens but the output has 4"):
-        pooled = pool(values, "mean", torch.ones(2, 2), None, "layer").values
+    mask = torch.zeros(2, mask_tokens)
+    with pytest.warns(UserWarning, match=f"covers {mask_tokens} tokens but the output has 4"):
+        pooled = pool(values, "mean", mask, None, "layer").values
     np.testing.assert_allclose(pooled.numpy(), values.numpy().mean(axis=1), atol=1e-6)
 
 

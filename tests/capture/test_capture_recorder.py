@@ -432,3 +432,17 @@ def test_fullgraph_compile_fails_with_clear_message():
             with recorder.record(step=0):
                 compiled(torch.randn(2, 4))
     torch._dynamo.reset()
+
+
+def test_conv_capture_switching_inference_mode_and_grad():
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU())
+    x = torch.randn(2, 1, 5, 5)
+    recorder = ActivationRecorder(model, "0")
+    with recorder:
+        with torch.inference_mode(), recorder.record(step=0):
+            model(x)
+        with recorder.record(step=1):
+            model(x).sum().backward()
+    expected = model[0](x).detach().numpy().mean(axis=(2, 3))
+    for step in range(2):
+        np.testing.assert_allclose(recorder.activations("0", step=step).values, expected, atol=1e-6)
