@@ -8,9 +8,9 @@ Two models, each trained with Adam on fixed batches:
 - the demo's ``DigitsCNN`` on 8x8 digits (batch 64), capturing ``features`` (spatial
   mean of the (n, 32, 4, 4) map) and ``penultimate`` (n, 64).
 
-Three variants run in every repeat, in a rotating order so that load from other
-processes hits all of them alike: no hooks; ``ActivationRecorder`` with labels, capturing
-every step; and, as the anchor, a hand-written forward hook that keeps
+Three variants run in every repeat. Their order rotates, so that load from other
+processes hits all of them alike. The variants are: no hooks; ``ActivationRecorder``
+with labels, capturing every step; and, as the anchor, a hand-written forward hook that keeps
 ``output.detach().float().cpu().clone()`` of the full output (what a plain hook cache in
 the style of TransformerLens' ``run_with_cache`` stores). A repeat times ``--steps``
 consecutive training steps per variant; the figures are medians over repeats of the

@@ -1,7 +1,7 @@
 """Capture latent activations of PyTorch and HuggingFace models with forward hooks.
 
 ``ActivationRecorder`` chooses layers, pulls the tensor out of each output, pools it to
-one row per sample and keeps detached float32 rows with per-sample metadata;
+one row per sample and keeps detached float32 rows with per-sample metadata.
 ``save_activations`` and ``load_activations`` move them to and from disk.
 """
 

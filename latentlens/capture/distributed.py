@@ -34,10 +34,10 @@ def save_per_rank(
     """Save this process's activations; under torch.distributed, one shard per rank.
 
     With one process this is :func:`save_activations`. With several ranks each rank writes
-    ``folder/rank-<rank:05d>``; after a barrier rank 0 writes ``folder/manifest.json``
-    listing every rank's shard, which :func:`load_activations` reads as one capture with a
-    ``"rank"`` column. All ranks must call this function, and ``folder`` must be on a file
-    system that all ranks share.
+    ``folder/rank-<rank:05d>``. After a barrier, rank 0 writes ``folder/manifest.json``
+    listing every rank's shard, and :func:`load_activations` reads the folder as one
+    capture with a ``"rank"`` column. All ranks must call this function, and ``folder``
+    must be on a file system that all ranks share.
 
     Returns
     -------

@@ -47,10 +47,10 @@ class Pooled:
 def resolve_pooling(mode: str, ndim: int, module: nn.Module | None) -> str:
     """Return the concrete pooling for ``mode`` and an output with ``ndim`` dimensions.
 
-    ``"auto"`` keeps a (N, D) output, takes the masked mean over tokens of a (N, T, D)
-    output, the spatial mean of a (N, C, L) output from a 1-D convolution, pooling or
-    batch-norm module and of any (N, C, H, W) or higher map, and reshapes a (N,) output
-    to (N, 1).
+    ``"auto"`` keeps a (N, D) output and reshapes a (N,) output to (N, 1). It takes the
+    masked mean over tokens of a (N, T, D) output. A (N, C, L) output of a 1-D
+    convolution, pooling or batch-norm module, and any (N, C, H, W) or higher map, get
+    the spatial mean.
     """
     if mode == "cls":
         mode = "first"

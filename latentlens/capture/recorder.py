@@ -696,8 +696,8 @@ class ActivationRecorder:
         """Write all captured rows to ``folder`` (see :func:`save_activations`).
 
         Under an initialised ``torch.distributed`` process group with several ranks, each
-        rank writes ``folder/rank-<rank>`` and rank 0 writes a manifest that lists them,
-        after a barrier; ``folder`` must be on a file system all ranks share.
+        rank writes ``folder/rank-<rank>``, and after a barrier rank 0 writes a manifest
+        that lists them. So ``folder`` must be on a file system that all ranks share.
 
         Returns
         -------

@@ -138,7 +138,7 @@ def test_every_n_steps():
     assert recorder.steps("fc1") == [0, 3, 6]
 
 
-def test_tuple_output_defaults_to_first_element_and_index_picks_other():
+def test_tuple_output_auto_and_index():
     model = nn.Sequential(TupleLayer())
     x = torch.randn(3, 4)
     first = ActivationRecorder(model, "0")
@@ -236,7 +236,7 @@ def test_reused_module_gets_call_index():
     np.testing.assert_allclose(acts.values[2:4], model.shared(once).detach().numpy(), atol=1e-6)
 
 
-def test_hooks_removed_on_exit_and_on_exception_keeping_user_hooks():
+def test_hooks_removed_on_exception_only_ours():
     model = Net()
     user_calls = []
     user_handle = model.fc1.register_forward_hook(lambda m, a, o: user_calls.append(1))

@@ -85,7 +85,9 @@ def test_list_is_union_in_model_order_without_duplicates():
 
 
 def test_miss_lists_closest_names():
-    with pytest.raises(ValueError, match=r"name 'layer\.1\.outptu' matched no module.*'layer\.1\.output'"):
+    with pytest.raises(
+        ValueError, match=r"name 'layer\.1\.outptu' matched no module.*'layer\.1\.output'"
+    ):
         _names("layer.1.outptu")
 
 

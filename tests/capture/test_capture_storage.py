@@ -29,7 +29,9 @@ def _feed(recorder, model, steps, batches_per_step=3, batch=10, seed=0):
     inputs = {}
     with recorder:
         for step in range(steps):
-            with recorder.record(labels=np.arange(batches_per_step * batch) + 1000 * step, step=step):
+            with recorder.record(
+                labels=np.arange(batches_per_step * batch) + 1000 * step, step=step
+            ):
                 for _ in range(batches_per_step):
                     x = torch.randn(batch, 4, generator=generator)
                     inputs.setdefault(step, []).append(x)
@@ -37,7 +39,7 @@ def _feed(recorder, model, steps, batches_per_step=3, batch=10, seed=0):
     return {step: torch.cat(xs) for step, xs in inputs.items()}
 
 
-def test_reservoir_keeps_at_most_m_rows_aligned_across_layers():
+def test_reservoir_bounds_and_aligns_layers():
     model = _model()
     recorder = ActivationRecorder(model, ["0", "2"], max_rows_per_step=7, seed=3)
     inputs = _feed(recorder, model, steps=2)
@@ -89,7 +91,9 @@ def test_budget_spills_to_disk_and_reads_back_everything(tmp_path):
     full = ActivationRecorder(model, ["0", "2"])
     expected_inputs = _feed(full, model, steps=4)
     budget = 3000
-    spilled = ActivationRecorder(model, ["0", "2"], memory_budget=budget, spill_dir=tmp_path / "spill")
+    spilled = ActivationRecorder(
+        model, ["0", "2"], memory_budget=budget, spill_dir=tmp_path / "spill"
+    )
     inputs = _feed(spilled, model, steps=4)
     for step in range(4):
         torch.testing.assert_close(inputs[step], expected_inputs[step])
@@ -173,7 +177,10 @@ def test_save_load_round_trip(tmp_path, file_format):
 
 
 def test_save_replaces_an_earlier_capture(tmp_path):
-    first = {"a": Activations(np.ones((2, 2), np.float32), {}), "b": Activations(np.ones((2, 2), np.float32), {})}
+    first = {
+        "a": Activations(np.ones((2, 2), np.float32), {}),
+        "b": Activations(np.ones((2, 2), np.float32), {}),
+    }
     save_activations(tmp_path, first)
     save_activations(tmp_path, {"a": Activations(np.zeros((1, 2), np.float32), {})})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors", "manifest.json"]

@@ -77,7 +77,9 @@ def test_minilm_token_rows(minilm):
     acts = recorder.activations("encoder.layer.5")
     assert len(acts) == int(batch["attention_mask"].sum())
     hidden = output.last_hidden_state.numpy()
-    np.testing.assert_array_equal(acts.values, hidden[acts.metadata["sample"], acts.metadata["token"]])
+    np.testing.assert_array_equal(
+        acts.values, hidden[acts.metadata["sample"], acts.metadata["token"]]
+    )
     np.testing.assert_array_equal(acts.metadata["label"], acts.metadata["sample"])
 
 
@@ -85,13 +87,22 @@ def _decoder(kind: str):
     torch.manual_seed(0)
     if kind == "gpt2":
         config = transformers.GPT2Config(
-            vocab_size=100, n_positions=32, n_embd=32, n_layer=2, n_head=2,
+            vocab_size=100,
+            n_positions=32,
+            n_embd=32,
+            n_layer=2,
+            n_head=2,
             attn_implementation="eager",
         )
         return transformers.GPT2Model(config).eval(), "ln_f"
     config = transformers.LlamaConfig(
-        vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
+        vocab_size=100,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
         attn_implementation="eager",
     )
     return transformers.LlamaModel(config).eval(), "norm"
@@ -107,7 +118,9 @@ def test_decoder_last_token_matches_unpadded_run(kind, padding_side):
     input_ids = torch.zeros(len(sequences), width, dtype=torch.long)
     mask = torch.zeros(len(sequences), width, dtype=torch.long)
     for row, tokens in enumerate(sequences):
-        span = slice(width - len(tokens), width) if padding_side == "left" else slice(0, len(tokens))
+        span = (
+            slice(width - len(tokens), width) if padding_side == "left" else slice(0, len(tokens))
+        )
         input_ids[row, span] = tokens
         mask[row, span] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -128,8 +141,13 @@ def test_decoder_last_token_matches_unpadded_run(kind, padding_side):
 
 def test_bert_gradient_checkpointing_captures_once():
     config = transformers.BertConfig(
-        vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
     )
     torch.manual_seed(0)
     model = transformers.BertModel(config).train()
