@@ -85,6 +85,7 @@ def demo(logdir: Path, epochs: int, seed: int, n_neighbors: int) -> None:
     from tqdm import tqdm
 
     from latentlens.demo import run_demo
+    from latentlens.export import tensor_name
 
     _check_writable_dir(logdir, "--logdir")
     bar = tqdm(total=epochs, desc="demo", unit="epoch", file=sys.stderr)
@@ -107,8 +108,8 @@ def demo(logdir: Path, epochs: int, seed: int, n_neighbors: int) -> None:
     click.echo("Open the maps with:")
     click.echo(f"  tensorboard --logdir {logdir}")
     click.echo(
-        "then choose PROJECTOR, pick a tensor such as 'penultimate.epoch-0008', open Bookmarks "
-        "(bottom right) and click 'umap: label'."
+        f"then choose PROJECTOR, pick a tensor such as {tensor_name('penultimate', epochs)!r}, "
+        "open Bookmarks (bottom right) and click 'umap 2-D, colour by label'."
     )
 
 

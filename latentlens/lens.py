@@ -6,6 +6,7 @@ arrays and metadata columns, and the projection, the scores and the exporter see
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -407,6 +408,11 @@ class LatentLens:
 
         for layer, acts in batches.items():
             positions = _row_positions(acts.metadata, pending, len(acts.values))
+            if pending.generated_ids and not pending.user_ids:
+                # Generated ids repeat the row positions, which the exporter's index column
+                # already shows.
+                metadata = {k: v for k, v in acts.metadata.items() if k != "id"}
+                acts = dataclasses.replace(acts, metadata=metadata)
             reports[layer] = self._publish_layer(layer, step, acts, positions, extra, images)
 
         self._published.add(step)
