@@ -97,33 +97,57 @@ def thumbnail_size(n_points: int, height: int, width: int) -> tuple[int, int, in
     return per_row, thumb_height, thumb_width
 
 
-def area_weights(size_in: int, size_out: int) -> np.ndarray:
-    """Build the (size_out, size_in) matrix that averages input pixels over each output box.
+def box_weights(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return the area-averaging weights of a 1-D resize as ``(indices, weights)``.
 
     Output pixel ``j`` covers the input interval ``[j, j + 1) * size_in / size_out``, and
-    each input pixel is weighted by how much of it lies inside (area averaging, as
-    OpenCV's ``INTER_AREA``; Pillow's ``BOX`` instead gives each input pixel to one box).
+    input pixel ``indices[j, k]`` is weighted by ``weights[j, k]``, the share of its area
+    inside that interval (area averaging, as OpenCV's ``INTER_AREA``; Pillow's ``BOX``
+    instead gives each input pixel to one output pixel). Both arrays have shape
+    (size_out, taps), where taps is the most input pixels one output pixel touches.
     """
     scale = size_in / size_out
     starts = np.arange(size_out)[:, None] * scale
-    pixel = np.arange(size_in)[None, :]
-    overlap = np.minimum(pixel + 1, starts + scale) - np.maximum(pixel, starts)
+    taps = int(np.ceil(scale)) + 1
+    indices = np.floor(starts).astype(np.int64) + np.arange(taps)[None, :]
+    overlap = np.minimum(indices + 1, starts + scale) - np.maximum(indices, starts)
     overlap = np.clip(overlap, 0.0, None)
-    return overlap / overlap.sum(axis=1, keepdims=True)
+    weights = overlap / overlap.sum(axis=1, keepdims=True)
+    return np.clip(indices, 0, size_in - 1), weights
 
 
-def resize_images(images: np.ndarray, height: int, width: int, chunk: int = 8192) -> np.ndarray:
-    """Box-filter images (n, h, w[, c]) to (n, height, width[, c]) uint8, a chunk at a time."""
-    row_weights = area_weights(images.shape[1], height).astype(np.float32)
-    column_weights_t = area_weights(images.shape[2], width).T.astype(np.float32).copy()
+def area_weights(size_in: int, size_out: int) -> np.ndarray:
+    """Return the dense (size_out, size_in) matrix of `box_weights`."""
+    indices, weights = box_weights(size_in, size_out)
+    dense = np.zeros((size_out, size_in))
+    np.add.at(dense, (np.arange(size_out)[:, None], indices), weights)
+    return dense
+
+
+def _resize_axis(block: np.ndarray, axis: int, size_out: int) -> np.ndarray:
+    indices, weights = box_weights(block.shape[axis], size_out)
+    shape = [1] * block.ndim
+    shape[axis] = size_out
+    result = np.zeros(block.shape[:axis] + (size_out,) + block.shape[axis + 1 :], np.float32)
+    for tap in range(indices.shape[1]):
+        taken = np.take(block, indices[:, tap], axis=axis)
+        result += taken * weights[:, tap].astype(np.float32).reshape(shape)
+    return result
+
+
+def resize_images(
+    images: np.ndarray, height: int, width: int, chunk_pixels: int = 1 << 20
+) -> np.ndarray:
+    """Area-average images (n, h, w[, c]) to (n, height, width[, c]) uint8.
+
+    Images go through in chunks of about ``chunk_pixels`` input values, which keeps the
+    float32 intermediates small enough to stay in cache.
+    """
+    chunk = max(1, chunk_pixels // int(np.prod(images.shape[1:])))
     resized = np.empty((images.shape[0], height, width, *images.shape[3:]), np.uint8)
     for start in range(0, images.shape[0], chunk):
         block = images[start : start + chunk].astype(np.float32)
-        if block.ndim == 4:  # channels first for the matrix products, then back
-            block = block.transpose(0, 3, 1, 2)
-        block = row_weights @ block @ column_weights_t
-        if block.ndim == 4:
-            block = block.transpose(0, 2, 3, 1)
+        block = _resize_axis(_resize_axis(block, 1, height), 2, width)
         resized[start : start + chunk] = np.clip(np.rint(block), 0, 255)
     return resized
 

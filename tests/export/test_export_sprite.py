@@ -28,7 +28,7 @@ def test_resize_by_two_is_block_mean(rng):
 
 def test_resize_keeps_flat_images_flat():
     flat = np.broadcast_to(np.arange(10, dtype=np.uint8)[:, None, None] * 25, (10, 28, 28))
-    resized = resize_images(flat, 25, 25, chunk=3)
+    resized = resize_images(flat, 25, 25, chunk_pixels=3 * 28 * 28)
     np.testing.assert_array_equal(resized, np.broadcast_to(flat[:, :25, :25], (10, 25, 25)))
 
 
