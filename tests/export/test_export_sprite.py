@@ -39,3 +39,13 @@ def test_thumbnail_size_stays_within_8192():
     per_row, height, width = thumbnail_size(100_000, 64, 32)
     assert per_row * height <= 8192
     assert per_row * width <= 8192
+
+
+def test_dense_and_sparse_resize_agree(rng, monkeypatch):
+    import latentlens.export.sprite as sprite
+
+    images = rng.integers(0, 256, size=(6, 30, 22, 3), dtype=np.uint8)
+    dense = resize_images(images, 13, 9)
+    monkeypatch.setattr(sprite, "DENSE_RESIZE_MAX_PX", 0)
+    sparse = resize_images(images, 13, 9)
+    assert np.abs(dense.astype(int) - sparse).max() <= 1  # float32 rounding at .5
