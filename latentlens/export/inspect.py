@@ -64,7 +64,11 @@ def _get(client, route: str, errors: list, **params) -> tuple[int, bytes, str]:
     url = f"/data/plugin/projector/{route}"
     if params:
         url += "?" + urlencode(params)
-    response = client.get(url)
+    try:
+        response = client.get(url)
+    except Exception as error:  # a running server returns these as a 500 response
+        errors.append({"route": route, "params": params, "status": 500, "message": repr(error)})
+        return 500, b"", ""
     body = response.get_data()
     if response.status_code != 200:
         errors.append(
@@ -167,7 +171,8 @@ def read_projector(
     dict
         ``enabled`` (bool: the Projector tab is enabled), ``runs`` (list of run names from
         ``/runs``), ``errors`` (list of non-200 responses: route, params, status, message),
-        ``embeddings``: ``{run: {tensor_name: entry}}`` where ``entry`` holds ``info``
+        An exception inside the plugin is reported as status 500, as a running
+        server would. ``embeddings``: ``{run: {tensor_name: entry}}`` where ``entry`` holds ``info``
         (the config entry from ``/info``, camelCase), ``shape`` (n, d), ``tensor``
         (float32 array from ``/tensor``), ``metadata_columns`` and ``metadata_rows``
         (from ``/metadata``, split as the front end does; None without metadata),

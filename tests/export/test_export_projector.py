@@ -212,8 +212,12 @@ def test_raw_text_like_tensor_breaks_tensorboard(tmp_path, rng):
     info = config.embeddings.add(tensor_name="t", tensor_path="t.bin")
     info.tensor_shape.extend([20, 4])
     (run / "projector_config.pbtxt").write_text(text_format.MessageToString(config))
-    with pytest.raises(ValueError, match="could not convert string to float"):
-        read_projector(tmp_path)
+    result = read_projector(tmp_path, summaries=False)
+    assert result["runs"] == []
+    (error,) = result["errors"]
+    assert error["route"] == "runs"
+    assert error["status"] == 500
+    assert "could not convert string to float" in error["message"]
 
 
 def test_more_than_max_points_is_subsampled_deterministically(tmp_path, rng):
