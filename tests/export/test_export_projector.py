@@ -343,3 +343,15 @@ def test_frame_like_metadata_is_read_by_position(tmp_path, rng):
     entry = read_projector(tmp_path, summaries=False)["embeddings"]["df"]["l_step000000"]
     for word, index in entry["metadata_rows"]:
         assert word == f"v{index}"
+
+
+def test_torch_writer_loses_rows_on_hostile_labels(tmp_path, rng):
+    """Control for the hostile-label test: torch's writer, given the same labels, breaks rows."""
+    torch = pytest.importorskip("torch")
+    from torch.utils.tensorboard import SummaryWriter
+
+    labels = [str(label) for label in HOSTILE if isinstance(label, str)]
+    with SummaryWriter(log_dir=str(tmp_path / "torch")) as writer:
+        writer.add_embedding(torch.randn(len(labels), 3), metadata=labels, tag="t")
+    entry = read_projector(tmp_path, summaries=False)["embeddings"]["torch"]["t:00000"]
+    assert len(entry["metadata_rows"]) != len(labels)
