@@ -110,10 +110,15 @@ def _glob_to_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out))
 
 
+def _matches(pattern: re.Pattern[str], name: str) -> bool:
+    # The root module's name is empty; only the exact name "" selects it, not "*" or ".*".
+    return bool(name) and pattern.fullmatch(name) is not None
+
+
 def _matcher(spec: Any) -> tuple[Callable[[str, nn.Module], bool], str]:
     """Turn one spec into a predicate over (canonical name, module) and a description."""
     if isinstance(spec, re.Pattern):
-        return (lambda name, module: spec.fullmatch(name) is not None), f"regex {spec.pattern!r}"
+        return (lambda name, module: _matches(spec, name)), f"regex {spec.pattern!r}"
     if isinstance(spec, str):
         if spec.startswith("re:"):
             try:
@@ -123,10 +128,10 @@ def _matcher(spec: Any) -> tuple[Callable[[str, nn.Module], bool], str]:
                     f"layers entry {spec!r} is not a valid regular expression ({error}); "
                     "fix the pattern after 're:'"
                 ) from error
-            return (lambda name, module: regex.fullmatch(name) is not None), f"regex {spec!r}"
+            return (lambda name, module: _matches(regex, name)), f"regex {spec!r}"
         if any(char in spec for char in "*?["):
             regex = _glob_to_regex(spec)
-            return (lambda name, module: regex.fullmatch(name) is not None), f"glob {spec!r}"
+            return (lambda name, module: _matches(regex, name)), f"glob {spec!r}"
         return (lambda name, module: name == spec), f"name {spec!r}"
     if isinstance(spec, type) or (
         isinstance(spec, tuple) and spec and all(isinstance(t, type) for t in spec)
@@ -191,6 +196,8 @@ def resolve_layers(model: nn.Module, spec: LayerSpec) -> list[tuple[str, nn.Modu
         - module type, or a tuple of types (``torch.nn.Linear``);
         - callable ``(name, module) -> bool``.
 
+        The root module (name ``""``) is chosen only by the exact name ``""``, a type or
+        a callable, never by a glob or regex.
         A sequence selects the union; a module matched twice is listed once.
 
     Returns

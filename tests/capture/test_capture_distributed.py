@@ -51,6 +51,34 @@ WORKER = textwrap.dedent(
         save_activations(folder + "/gathered", gathered)
     else:
         assert gathered is None
+
+    # FSDP (v1, one unit per Linear) and fully_shard (v2) on CPU, same seed and inputs.
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import FullyShardedDataParallel, fully_shard
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+    for kind in ("fsdp1", "fsdp2"):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        if kind == "fsdp1":
+            wrapped = FullyShardedDataParallel(
+                model,
+                device_id=torch.device("cpu"),
+                auto_wrap_policy=ModuleWrapPolicy({nn.Linear}),
+                use_orig_params=True,
+            )
+        else:
+            mesh = init_device_mesh("cpu", (2,))
+            fully_shard(model[0], mesh=mesh)
+            wrapped = fully_shard(model, mesh=mesh)
+        recorder = ActivationRecorder(wrapped, ["0", "2"])
+        assert recorder.layer_names == ["0", "2"], recorder.layer_names
+        generator = torch.Generator().manual_seed(100 + rank)
+        with recorder:
+            x = torch.randn(3 + rank, 4, generator=generator)
+            with recorder.record(labels=torch.arange(len(x)), step=0):
+                wrapped(x).sum().backward()
+        recorder.save(folder + "/" + kind)
     dist.destroy_process_group()
     """
 )
@@ -62,7 +90,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_two_ranks_write_shards_and_gather(tmp_path):
+def test_two_ranks_ddp_and_fsdp(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     port = _free_port()
@@ -113,3 +141,16 @@ def test_two_ranks_write_shards_and_gather(tmp_path):
             assert set(acts.metadata["split"][rows]) == {f"rank{rank}"}
         np.testing.assert_array_equal(gathered[layer].values, acts.values)
         np.testing.assert_array_equal(gathered[layer].metadata["rank"], acts.metadata["rank"])
+
+    # Sharded models: the first batch of each rank, through the unsharded reference model.
+    for kind in ("fsdp1", "fsdp2"):
+        captured = load_activations(tmp_path / kind)
+        for layer in ["0", "2"]:
+            acts = captured[layer]
+            assert acts.metadata["rank"].tolist() == [0] * 3 + [1] * 4
+            for rank in range(2):
+                generator = torch.Generator().manual_seed(100 + rank)
+                inputs = torch.randn(3 + rank, 4, generator=generator)
+                expected = model[: int(layer) + 1](inputs).detach().numpy()
+                rows = acts.metadata["rank"] == rank
+                np.testing.assert_allclose(acts.values[rows], expected, atol=1e-6)

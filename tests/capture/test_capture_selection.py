@@ -63,6 +63,12 @@ def test_regex_string_and_pattern():
     assert _names(re.compile(r"layer\.\d")) == ["layer.0", "layer.1", "layer.2"]
 
 
+def test_root_only_by_exact_empty_name():
+    assert _names("*") == ["embed", "layer", "head"]
+    assert _names("re:.*")[0] == "embed"
+    assert _names("") == [""]
+
+
 def test_regex_must_match_whole_name():
     with pytest.raises(ValueError, match="matched no module"):
         _names("re:lay")
