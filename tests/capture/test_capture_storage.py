@@ -235,3 +235,34 @@ def test_activations_validation_and_concat():
     assert joined.metadata["split"].tolist() == ["", "", "val"]
     with pytest.raises(ValueError, match="different feature counts"):
         Activations.concat([a, Activations(np.ones((1, 3)), {})])
+
+
+def test_reservoir_larger_than_budget_spills_and_restarts(tmp_path):
+    model = _model()
+    full = ActivationRecorder(model, "0")
+    _feed(full, model, steps=2)
+    # 20 rows of layer "0" take 1,760 bytes, more than the whole budget.
+    recorder = ActivationRecorder(
+        model, "0", max_rows_per_step=20, memory_budget=1000, spill_dir=tmp_path
+    )
+    _feed(recorder, model, steps=2)
+    assert recorder.peak_memory_bytes <= 1000
+    acts = recorder.activations("0")
+    reference = full.activations("0")
+    order = np.argsort(acts.metadata["sample"], kind="stable")
+    samples = acts.metadata["sample"][order]
+    assert len(np.unique(samples)) == len(samples)
+    np.testing.assert_array_equal(acts.values[order], reference.values[samples])
+
+
+def test_reservoir_larger_than_budget_drops_with_warning():
+    model = _model()
+    recorder = ActivationRecorder(model, "0", max_rows_per_step=20, memory_budget=1000)
+    with pytest.warns(CaptureBudgetWarning, match="rows are dropped"):
+        _feed(recorder, model, steps=2)
+    assert recorder.peak_memory_bytes <= 1000
+    # Per step: rows 0-19 make a 20-row reservoir that cannot fit and is dropped, rows
+    # 20-29 start a new one. Step 1 then pushes step 0's 10 rows out: 20 + 10 + 20 dropped.
+    assert recorder.dropped_rows == 50
+    assert recorder.steps("0") == [1]
+    assert recorder.activations("0").metadata["sample"].tolist() == list(range(50, 60))
