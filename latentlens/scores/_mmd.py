@@ -1,8 +1,8 @@
 """Numeric building blocks of the drift tests: pooled PCA, bandwidth, kernel features, permutations.
 
-Symbols used below: ``n`` and ``m`` are the reference and current sizes, ``N = n + m``,
-``d`` the input width, ``k`` the number of PCA components, ``D`` the number of random Fourier
-features, ``B`` the number of permutations and ``sigma`` the Gaussian kernel bandwidth, with
+Symbols used below: ``n`` and ``m`` are the reference and current sizes, and ``N = n + m``.
+``d`` is the input width, ``k`` the number of PCA components, ``D`` the number of random Fourier
+features and ``B`` the number of permutations. ``sigma`` is the Gaussian kernel bandwidth, with
 ``kernel(x, y) = exp(-||x - y||^2 / (2 sigma^2))``.
 """
 
@@ -12,7 +12,7 @@ import numpy as np
 from scipy.spatial.distance import pdist
 
 # Rows of the pooled sample used to estimate the PCA covariance. A random subset chosen without
-# looking at which window a row came from keeps the permutation test exact; it only costs power
+# looking at which window a row came from keeps the permutation test exact. It costs power only
 # when the drift lives in directions that 4,000 rows cannot resolve.
 PCA_SAMPLE_ROWS = 4000
 

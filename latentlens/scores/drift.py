@@ -102,8 +102,8 @@ def drift_test(
 ) -> DriftResult:
     """Test whether ``current`` comes from the same distribution as ``reference``.
 
-    Both windows are projected onto a PCA fitted on the two windows pooled together; components
-    without spread are dropped and, by default, the others scaled to unit pooled variance.
+    Both windows are projected onto a PCA fitted on the two windows pooled together. Components
+    without spread are dropped, and by default the others are scaled to unit pooled variance.
     The projected windows are then compared with one of three tests:
 
     - ``"mmd"`` (default): maximum mean discrepancy with a Gaussian kernel, approximated by

@@ -98,6 +98,12 @@ class OutlierScorer:
         Standardisation applied to every row before scoring (zeros and ones if
         ``standardize=False``).
 
+    Notes
+    -----
+    A row that is itself in the bank finds its own copy at distance 0, so scoring the
+    reference rows again understates the scores of the bank rows among them. Score new rows,
+    or rows held out of the reference.
+
     Raises
     ------
     TypeError, ValueError

@@ -177,7 +177,8 @@ def test_ks_matches_scipy_on_sklearn_pca():
     assert result.statistic == pytest.approx(
         stats.ks_2samp(projected[:300, 2], projected[300:, 2]).statistic
     )
-    assert result.n_permutations is None and result.bandwidth is None
+    assert result.n_permutations is None
+    assert result.bandwidth is None
 
 
 def test_effect_size_is_centroid_distance(small_windows):
@@ -199,9 +200,10 @@ def test_pooled_pca_ignores_window_order():
 
 def test_subspace_iteration_finds_top_components():
     rng = np.random.default_rng(4)
-    width = 400
+    # Wider than 256 columns, so the components come from subspace iteration.
+    width = 300
     scales = np.geomspace(10.0, 0.1, width)
-    rows = rng.normal(size=(3000, width)) * scales
+    rows = rng.normal(size=(1500, width)) * scales
     rotation, _ = np.linalg.qr(rng.normal(size=(width, width)))
     rows = rows @ rotation
     _, components = _mmd.fit_pooled_pca(rows, 16, np.random.default_rng(0))
@@ -237,7 +239,8 @@ def test_detects_spread_change(method):
 
 def test_same_seed_same_result():
     rng = np.random.default_rng(8)
-    reference, current = rng.normal(size=(5000, 300)), rng.normal(size=(900, 300))
+    # More than 4,000 pooled rows and 256 columns: every random step of the PCA runs.
+    reference, current = rng.normal(size=(3900, 260)), rng.normal(size=(300, 260))
     first = drift_test(reference, current, random_state=42)
     second = drift_test(reference, current, random_state=42)
     assert first == second
@@ -278,7 +281,9 @@ def test_result_fields_and_to_dict():
     )
     assert isinstance(result, DriftResult)
     assert (result.n_reference, result.n_current, result.n_components) == (60, 40, 3)
-    assert result.method == "mmd" and result.n_permutations == 200 and result.alpha == 0.1
+    assert result.method == "mmd"
+    assert result.n_permutations == 200
+    assert result.alpha == 0.1
     assert result.drift == (result.p_value < 0.1)
     assert 1 / 201 <= result.p_value <= 1.0
     values = json.loads(json.dumps(result.to_dict()))

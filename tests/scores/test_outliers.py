@@ -54,7 +54,8 @@ def split_rows(scorer, reference):
 def test_knn_scores_match_brute_force(reference):
     scorer = OutlierScorer(reference, n_neighbors=7, random_state=3)
     in_bank = split_rows(scorer, reference)
-    assert in_bank.sum() == 300 and scorer.n_calibration_ == 100
+    assert in_bank.sum() == 300
+    assert scorer.n_calibration_ == 100
 
     bank = reference[in_bank]
     np.testing.assert_allclose(scorer.mean_, bank.mean(axis=0), rtol=1e-12)
@@ -87,7 +88,8 @@ def test_p_values_match_conformal_formula(reference):
     tied = scorer.p_values(calibration[[0, 50, 99]])
     np.testing.assert_allclose(tied, [101 / 101, 51 / 101, 2 / 101])
     np.testing.assert_array_equal(result.flags(0.1), result.p_values <= 0.1)
-    assert len(result) == 200 and result.method == "knn"
+    assert len(result) == 200
+    assert result.method == "knn"
 
 
 def test_threshold_is_smallest_flagged_score(reference):

@@ -27,7 +27,8 @@ def test_holm_matches_sequential_procedure(seed):
     rng = np.random.default_rng(seed)
     p_values = np.concatenate([rng.uniform(0, 0.05, 4), rng.uniform(0, 1, 6), [0.01, 0.01]])
     adjusted = holm_adjust(p_values)
-    assert (adjusted >= p_values).all() and (adjusted <= 1.0).all()
+    assert (adjusted >= p_values).all()
+    assert (adjusted <= 1.0).all()
     for alpha in np.linspace(0.001, 0.5, 200):
         assert set(np.flatnonzero(adjusted <= alpha)) == holm_rejections(p_values, alpha)
 
@@ -68,8 +69,10 @@ def test_per_class_flags_only_shifted_class(labelled_windows):
     rows = {row["class"]: row for row in result.to_rows()}
     assert list(rows) == ["cat", "dog", "eel"]
 
-    assert rows["cat"]["status"] == "tested" and not rows["cat"]["drift"]
-    assert rows["dog"]["status"] == "tested" and rows["dog"]["drift"]
+    assert rows["cat"]["status"] == "tested"
+    assert not rows["cat"]["drift"]
+    assert rows["dog"]["status"] == "tested"
+    assert rows["dog"]["drift"]
     assert rows["dog"]["p_value_holm"] < 0.01
 
     assert rows["eel"]["status"] == "not tested (n below min)"
@@ -126,7 +129,8 @@ def test_unchanged_mix_and_labels_unseen_in_one_window():
     result = per_class_drift(reference, current, reference_labels, current_labels, random_state=0)
     rows = result.to_rows()
     assert [row["class"] for row in rows] == [0, 1, 2]
-    assert rows[2]["n_reference"] == 0 and rows[2]["status"] == "not tested (n below min)"
+    assert rows[2]["n_reference"] == 0
+    assert rows[2]["status"] == "not tested (n below min)"
     assert result.proportion_dof == 2
 
 
@@ -136,7 +140,8 @@ def test_single_class_has_no_proportion_test():
     result = per_class_drift(
         reference, current, np.zeros(80), np.zeros(70), n_permutations=19, random_state=0
     )
-    assert math.isnan(result.proportion_p_value) and result.proportion_dof == 0
+    assert math.isnan(result.proportion_p_value)
+    assert result.proportion_dof == 0
     assert not result.proportion_drift
     assert result.to_dict()["classes"][0]["class"] == 0.0
 

@@ -154,7 +154,7 @@ def licence_sentences() -> list[str]:
 
 
 def embed(texts, model_path):
-    """Mean-pooled MiniLM embeddings (attention-masked), truncated to 32 tokens per text."""
+    """Mean-pooled MiniLM embeddings (attention-masked), truncated to 24 tokens per text."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_path)
@@ -166,7 +166,7 @@ def embed(texts, model_path):
         for start in range(0, len(texts), 100):
             batch = [texts[i] for i in order[start : start + 100]]
             encoded = tokenizer(
-                batch, padding=True, truncation=True, max_length=32, return_tensors="pt"
+                batch, padding=True, truncation=True, max_length=24, return_tensors="pt"
             )
             hidden = model(**encoded).last_hidden_state
             mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
