@@ -323,7 +323,8 @@ def test_projector_shows_our_bookmark_with_every_point(
         time.sleep(0.5)
     else:
         raise AssertionError(f"the projector never showed its points: {state!r}")
-    entry = served["embeddings"][state["run"]][state["tensor"]]
+    assert state["run"] == run
+    entry = served["embeddings"][run][state["tensor"]]
     n_points = entry["shape"][0]
     assert state["shown"] == str(n_points) == str(state["points"])
     expected_states = entry["bookmarks"]
