@@ -266,6 +266,9 @@ def tensorboard_url(demo_logdir):
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     profile = tmp_path_factory.mktemp("chromium_profile")
+    # The projector draws with WebGL. With --disable-gpu, Chromium 156 still falls back
+    # to its software renderer (SwiftShader) by itself, but that automatic fallback is
+    # deprecated, so the two SwiftShader flags ask for it explicitly.
     command = [
         CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
         "--no-first-run", "--disable-background-networking", "--disable-component-update",
