@@ -236,23 +236,14 @@ def stop(process: subprocess.Popen) -> None:
             process.wait(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def demo_logdir(tmp_path_factory):
-    from latentlens.demo import run_demo
-
-    logdir = tmp_path_factory.mktemp("browser_demo")
-    summary = run_demo(logdir, epochs=1, seed=0)
-    return logdir, summary.run
-
-
-@pytest.fixture(scope="module")
-def tensorboard_url(demo_logdir):
-    logdir, _ = demo_logdir
+@contextlib.contextmanager
+def tensorboard_server(logdir: Path):
+    """Run ``tensorboard`` on 127.0.0.1 and a free port over ``logdir``; yield its URL."""
     port = free_port()
     binary = Path(sys.executable).with_name("tensorboard")
     command = [str(binary), "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port),
                "--load_fast=false", "--reload_interval=0"]  # fmt: skip
-    log = open(logdir.parent / "tensorboard.log", "wb")  # noqa: SIM115 - closed below
+    log = open(logdir.parent / f"tensorboard_{logdir.name}.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)  # fmt: skip
     try:
@@ -290,6 +281,7 @@ def browser(tmp_path_factory):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as answer:
             pages = [t for t in json.loads(answer.read()) if t["type"] == "page"]
         devtools = DevTools(pages[0]["webSocketDebuggerUrl"])
+        devtools.call("Page.enable")
         yield devtools
         devtools.ws.close()
     finally:
@@ -297,19 +289,14 @@ def browser(tmp_path_factory):
         log.close()
 
 
-def test_projector_shows_our_bookmark_with_every_point(
-    demo_logdir, tensorboard_url, browser, tmp_path
-):
-    logdir, run = demo_logdir
-    served = read_projector(logdir, summaries=False)
-    assert served["errors"] == []
+def screenshot(browser: DevTools) -> bytes:
+    return base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
 
-    browser.call("Page.enable")
-    browser.call("Page.navigate", url=f"{tensorboard_url}/#projector")
+
+def open_projector(browser: DevTools, url: str) -> dict:
+    """Open TensorBoard's Projector tab and wait until its default tensor is loaded."""
+    browser.call("Page.navigate", url=f"{url}/#projector")
     browser.wait_for("document.readyState === 'complete'", 60, "TensorBoard's page")
-    browser.evaluate(PAGE_HELPERS)
-
-    # The projector loads its default tensor; wait until the data panel shows its size.
     loaded = (
         "(() => { const p = window.__ll && window.__ll.projector();"
         " if (!p || !p.dataSet) return null;"
@@ -319,21 +306,16 @@ def test_projector_shows_our_bookmark_with_every_point(
     )
     state = None
     for _ in range(240):
-        browser.evaluate(PAGE_HELPERS)  # again: the page may have reloaded
+        browser.evaluate(PAGE_HELPERS)  # again each time: the page may have reloaded
         state = browser.evaluate(loaded)
         if state and state["shown"] and state["shown"] == str(state["points"]):
-            break
+            return state
         time.sleep(0.5)
-    else:
-        raise AssertionError(f"the projector never showed its points: {state!r}")
-    assert state["run"] == run
-    entry = served["embeddings"][run][state["tensor"]]
-    n_points = entry["shape"][0]
-    assert state["shown"] == str(n_points) == str(state["points"])
-    expected_states = entry["bookmarks"]
-    assert expected_states, "the demo wrote no bookmark for this tensor"
+    raise AssertionError(f"the projector never showed its points: {state!r}")
 
-    # The bookmarks from the server are listed; open the tray and click the first one.
+
+def click_first_bookmark(browser: DevTools, tmp_path: Path) -> dict:
+    """Click the first listed bookmark like a user; return what the projector then shows."""
     browser.wait_for(
         "(() => { const b = window.__ll.find('vz-projector-bookmark-panel');"
         " return b && b.el.savedStates && b.el.savedStates.length; })()",
@@ -343,8 +325,9 @@ def test_projector_shows_our_bookmark_with_every_point(
     expand = browser.evaluate("window.__ll.center('#expand-more', 'vz-projector-bookmark-panel')")
     if expand:
         browser.click(expand["x"], expand["y"])
-    # Click the first bookmark's radio button; under load the tray may still be moving,
-    # so the click is repeated (at fresh coordinates) until the projector applies it.
+
+    # Under load the tray may still be moving, so the click is repeated (at fresh
+    # coordinates) until the projector applies the bookmark.
     first_radio = (
         "window.__ll.center('div.state-row:first-of-type "
         "paper-icon-button[icon=\"radio-button-unchecked\"]', 'vz-projector-bookmark-panel')"
@@ -355,10 +338,10 @@ def test_projector_shows_our_bookmark_with_every_point(
         " if (!b.savedStates[0].isSelected || !p.projection) return null;"
         " return {type: p.projection.projectionType,"
         " components: p.projection.projectionComponents,"
-        " xy: p.dataSet.points.map(q => [q.projections['umap-0'], q.projections['umap-1']]),"
+        " coords: p.dataSet.points.map(q => [0, 1, 2].map(k => q.projections['umap-' + k])),"
+        " labels: p.dataSet.points.map(q => q.metadata.label),"
         " color: p.dataPanel.selectedColorOptionName}; })()"
     )
-    applied = None
     for _ in range(6):
         radio = browser.wait_for(first_radio, 30, "the first bookmark's radio button")
         time.sleep(1.0)
@@ -366,27 +349,87 @@ def test_projector_shows_our_bookmark_with_every_point(
             continue  # still moving
         browser.click(radio["x"], radio["y"])
         with contextlib.suppress(AssertionError):
-            applied = browser.wait_for(applied_state, 15, "the bookmark to be applied")
-            break
-    if applied is None:
-        failure = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
-        (tmp_path / "projector_failure.png").write_bytes(failure)
-        raise AssertionError(f"the bookmark was never applied; screenshot in {tmp_path}")
-    first = expected_states[0]
-    assert applied["type"] == "umap"
-    assert applied["components"][:2] == ["umap-0", "umap-1"]
-    assert applied["color"] == first["selectedColorOptionName"]
-    expected_xy = np.array([[p["umap-0"], p["umap-1"]] for p in first["projections"]])
-    assert len(applied["xy"]) == n_points
-    np.testing.assert_allclose(np.array(applied["xy"], float), expected_xy, rtol=1e-6)
+            return browser.wait_for(applied_state, 15, "the bookmark to be applied")
+    (tmp_path / "projector_failure.png").write_bytes(screenshot(browser))
+    raise AssertionError(f"the bookmark was never applied; screenshot in {tmp_path}")
 
+
+def save_screenshot(browser: DevTools, name: str, tmp_path: Path) -> np.ndarray:
     time.sleep(2)  # let the scatter plot draw the new layout
-    shot = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
+    shot = screenshot(browser)
     destination = Path(os.environ.get("LATENTLENS_SCREENSHOT_DIR", tmp_path))
     destination.mkdir(parents=True, exist_ok=True)
-    (destination / "projector_bookmark.png").write_bytes(shot)
-    picture = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"))
-    assert picture.shape[0] > 400
-    assert len(np.unique(picture.reshape(-1, 3), axis=0)) > 20
-    shown = browser.evaluate("window.__ll.find('span.numDataPoints').el.innerText")
-    assert shown == str(n_points)
+    (destination / name).write_bytes(shot)
+    return np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"))
+
+
+def test_demo_bookmark_shows_every_point(browser, tmp_path_factory, tmp_path):
+    from latentlens.demo import run_demo
+
+    logdir = tmp_path_factory.mktemp("browser_demo")
+    run = run_demo(logdir, epochs=1, seed=0).run
+    served = read_projector(logdir, summaries=False)
+    assert served["errors"] == []
+
+    with tensorboard_server(logdir) as url:
+        state = open_projector(browser, url)
+        assert state["run"] == run
+        entry = served["embeddings"][run][state["tensor"]]
+        n_points = entry["shape"][0]
+        assert state["shown"] == str(n_points)
+        assert state["points"] == n_points
+        expected_states = entry["bookmarks"]
+        assert expected_states, "the demo wrote no bookmark for this tensor"
+
+        applied = click_first_bookmark(browser, tmp_path)
+        first = expected_states[0]
+        assert applied["type"] == "umap"
+        assert applied["components"] == ["umap-0", "umap-1", None]
+        assert applied["color"] == first["selectedColorOptionName"]
+        assert len(applied["coords"]) == n_points
+        expected_xy = np.array([[p["umap-0"], p["umap-1"]] for p in first["projections"]])
+        got_xy = np.array([xyz[:2] for xyz in applied["coords"]], float)
+        np.testing.assert_allclose(got_xy, expected_xy, rtol=1e-6)
+
+        picture = save_screenshot(browser, "projector_bookmark.png", tmp_path)
+        assert picture.shape[0] > 400
+        assert len(np.unique(picture.reshape(-1, 3), axis=0)) > 20
+        shown = browser.evaluate("window.__ll.find('span.numDataPoints').el.innerText")
+        assert shown == str(n_points)
+
+
+def test_hostile_labels_and_3d_layout_in_browser(browser, tmp_path_factory, tmp_path):
+    from sklearn.datasets import load_digits
+
+    from latentlens.export import ProjectorWriter
+
+    digits = load_digits()
+    n = 600
+    hostile = ["tab\there", "line\nbreak", "cr\rhere", "", "   ", "nan", "ünï 漢字 🙂", "x" * 3000]
+    labels = [hostile[i % len(hostile)] if i % 3 == 0 else str(digits.target[i]) for i in range(n)]
+    rng = np.random.default_rng(0)
+    layout = rng.normal(size=(n, 3)) + digits.target[:n, None]
+    logdir = tmp_path_factory.mktemp("browser_hostile")
+    with ProjectorWriter(logdir, run="hostile") as writer:
+        name = writer.add_embedding(
+            digits.data[:n], layer="pixels", step=0, metadata={"label": labels},
+            images=digits.images[:n] / 16.0, layout=layout,
+        )  # fmt: skip
+    entry = read_projector(logdir, summaries=False)["embeddings"]["hostile"][name]
+    expected_labels = [row[0] for row in entry["metadata_rows"]]
+
+    with tensorboard_server(logdir) as url:
+        state = open_projector(browser, url)
+        assert state["tensor"] == name
+        assert state["shown"] == str(n)
+        applied = click_first_bookmark(browser, tmp_path)
+        assert applied["type"] == "umap"
+        assert applied["components"] == ["umap-0", "umap-1", "umap-2"]
+        assert len(applied["coords"]) == n
+        np.testing.assert_allclose(np.array(applied["coords"], float),
+                                   layout.astype(np.float32), rtol=1e-6)  # fmt: skip
+        # Every point kept its own label: the front end parsed one row per point.
+        assert [None if v is None else str(v) for v in applied["labels"]] == [
+            label or None for label in expected_labels
+        ]
+        save_screenshot(browser, "projector_hostile_3d.png", tmp_path)
