@@ -169,16 +169,21 @@ def read_projector(
     Returns
     -------
     dict
-        ``enabled`` (bool: the Projector tab is enabled), ``runs`` (list of run names from
-        ``/runs``), ``errors`` (list of non-200 responses: route, params, status, message),
-        An exception inside the plugin is reported as status 500, as a running
-        server would. ``embeddings``: ``{run: {tensor_name: entry}}`` where ``entry`` holds ``info``
-        (the config entry from ``/info``, camelCase), ``shape`` (n, d), ``tensor``
-        (float32 array from ``/tensor``), ``metadata_columns`` and ``metadata_rows``
-        (from ``/metadata``, split as the front end does; None without metadata),
-        ``bookmarks`` (parsed ``/bookmarks`` JSON or None), ``sprite`` (uint8 array from
-        ``/sprite_image`` or None); and, with ``summaries``, ``scalars``
-        ``{run: {tag: [(step, value)]}}`` and ``images`` ``{run: {tag: [(step, array)]}}``.
+        Keys of the result:
+
+        - ``enabled``: bool, whether the Projector tab is enabled.
+        - ``runs``: list of run names from ``/runs``.
+        - ``errors``: list of non-200 responses (route, params, status, message). An
+          exception inside the plugin is reported as status 500, as a running server
+          would report it.
+        - ``embeddings``: ``{run: {tensor_name: entry}}``. Each ``entry`` contains
+          ``info`` (the config entry from ``/info``, camelCase), ``shape`` (n, d),
+          ``tensor`` (float32 array from ``/tensor``), ``metadata_columns`` and
+          ``metadata_rows`` (from ``/metadata``, split as the front end does; None
+          without metadata), ``bookmarks`` (parsed ``/bookmarks`` JSON or None) and
+          ``sprite`` (uint8 array from ``/sprite_image`` or None).
+        - With ``summaries``: ``scalars`` ``{run: {tag: [(step, value)]}}`` and
+          ``images`` ``{run: {tag: [(step, array)]}}``.
 
     Raises
     ------

@@ -126,7 +126,7 @@ class ProjectorWriter:
 
     The run folder ``logdir/run`` gets an event file at once (so TensorBoard lists the
     run) and, per embedding, a folder under ``projector/`` referenced from the run's
-    ``projector_config.pbtxt``. The config is merged, never replaced: embeddings from
+    ``projector_config.pbtxt``. The config is merged, not overwritten: embeddings from
     an earlier session, another writer or torch's ``SummaryWriter.add_embedding`` on the
     same run are kept, and each tensor name appears exactly once.
 

@@ -69,8 +69,8 @@ def test_full_embedding_reads_back_through_the_plugin(tmp_path, rng):
     assert [row[4] for row in rows] == [str(i) for i in range(n)]
 
     # One bookmark per colour column the projector offers: label (10 values, categorical)
-    # and score (numeric, gradient); id (300 distinct strings) is not offered, and integer
-    # identifiers (sample_id, index) show nothing as colours.
+    # and score (numeric, gradient). The projector does not offer id (300 distinct
+    # strings), and integer identifiers (sample_id, index) show nothing as colours.
     states = entry["bookmarks"]
     assert [s["selectedColorOptionName"] for s in states] == ["label", "score"]
     assert [s["forceCategoricalColoring"] for s in states] == [True, False]
