@@ -113,6 +113,8 @@ def check_metadata(metadata: object, n_points: int) -> dict[str, Sequence]:
                 f"metadata column name {name!r} is reserved (latentlens writes the original "
                 f"row number as {INDEX_COLUMN!r}); rename your column, e.g. 'sample_id'"
             )
+        if hasattr(column, "detach") and hasattr(column, "cpu"):  # torch tensor, not imported
+            column = column.detach().cpu().numpy()
         if isinstance(column, (str, bytes)) or not hasattr(column, "__len__"):
             raise TypeError(
                 f"metadata[{name!r}] must be a sequence with one value per point (list, "

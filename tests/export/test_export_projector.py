@@ -355,3 +355,18 @@ def test_torch_writer_loses_rows_on_hostile_labels(tmp_path, rng):
         writer.add_embedding(torch.randn(len(labels), 3), metadata=labels, tag="t")
     entry = read_projector(tmp_path, summaries=False)["embeddings"]["torch"]["t:00000"]
     assert len(entry["metadata_rows"]) != len(labels)
+
+
+def test_torch_tensors_are_accepted_everywhere(tmp_path):
+    torch = pytest.importorskip("torch")
+    generator = torch.Generator().manual_seed(0)
+    values = torch.randn(12, 4, generator=generator, requires_grad=True)
+    labels = torch.arange(12) % 3
+    with ProjectorWriter(tmp_path, run="t") as writer:
+        name = writer.add_embedding(
+            values * 2, layer="l", step=0, metadata={"label": labels},
+            images=torch.rand(12, 3, 3, generator=generator), layout=torch.randn(12, 2),
+        )  # fmt: skip
+    entry = read_projector(tmp_path, summaries=False)["embeddings"]["t"][name]
+    np.testing.assert_array_equal(entry["tensor"], (values * 2).detach().numpy())
+    assert [row[0] for row in entry["metadata_rows"]] == [str(i % 3) for i in range(12)]
