@@ -16,6 +16,7 @@ merge.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import shutil
@@ -38,9 +39,12 @@ PLUGIN_ASSETS_DIR = os.path.join("plugins", "org_tensorflow_tensorboard_projecto
 STALE_SECONDS = 3600.0
 
 
+_version_counter = itertools.count()
+
+
 def new_version() -> str:
-    """A folder name that sorts after every earlier version (time first, then process)."""
-    return f"v{time.time_ns():020d}-{os.getpid()}"
+    """Return a folder name that sorts after earlier versions (time, then process, then count)."""
+    return f"v{time.time_ns():020d}-{os.getpid()}-{next(_version_counter):06d}"
 
 
 def read_config(path: Path) -> ProjectorConfig:

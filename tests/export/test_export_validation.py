@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from latentlens.export import ExportWarning, ProjectorWriter, render_scatter, tensor_name
+from latentlens.export import (
+    ExportWarning,
+    ProjectorWriter,
+    read_projector,
+    render_scatter,
+    tensor_name,
+)
 
 
 def test_tensor_name_url_safe_and_sorted():
@@ -41,6 +47,9 @@ def test_nested_run_names_are_allowed(tmp_path, rng):
     with ProjectorWriter(tmp_path, run="train/epochs") as writer:
         writer.add_embedding(rng.normal(size=(3, 2)), layer="l", step=0)
     assert (tmp_path / "train" / "epochs" / "projector_config.pbtxt").is_file()
+    result = read_projector(tmp_path, summaries=False)
+    assert result["runs"] == ["train/epochs"]
+    assert result["errors"] == []
 
 
 GOOD = {"layer": "fc1", "step": 0}
