@@ -156,9 +156,11 @@ class ProjectorWriter:
     TensorBoard's projector lists bookmarks from the server but does not apply one on
     load: open the Projector tab, pick the tensor, and click the bookmark (bottom right)
     to see the exported layout. torch's ``add_embedding`` rewrites the config with only
-    its own entries; the next call of this writer (or ``close``) puts every latentlens
-    embedding back. A running TensorBoard caches each tensor by run and name, so an
-    embedding exported again under the same name shows its new values after a restart.
+    its own entries. The next embedding or ``close`` of any ProjectorWriter on the run
+    puts every latentlens embedding back: ``ProjectorWriter(logdir, run).close()``
+    repairs a run that torch wrote last. A running TensorBoard caches each tensor by run
+    and name, so an embedding exported again under the same name shows its new values
+    after a restart.
 
     Examples
     --------
@@ -242,14 +244,16 @@ class ProjectorWriter:
         self._events.flush()
 
     def close(self) -> None:
-        """Flush events, merge the projector config once more and close; safe to call twice."""
+        """Flush events, merge the projector config once more and close. Safe to call twice."""
         if self._closed:
             return
         self._closed = True
         try:
             self._events.close()
         finally:
-            if self.tensor_names:
+            # Also when this writer exported nothing: opening and closing a writer on a
+            # run restores latentlens entries that another tool dropped from the config.
+            if (self.run_dir / config_files.EMBEDDINGS_DIR).is_dir():
                 config_files.merge_config(self.run_dir)
 
     # -- projector ------------------------------------------------------------------------

@@ -121,12 +121,18 @@ def test_crash_in_config_write_keeps_old_config(tmp_path, rng, monkeypatch):
         return real_replace(source, destination)
 
     monkeypatch.setattr("latentlens.export._files.os.replace", failing_replace)
-    with ProjectorWriter(tmp_path, run="c") as writer, pytest.raises(Boom):
+    writer = ProjectorWriter(tmp_path, run="c")
+    with pytest.raises(Boom):
         writer.add_embedding(rng.normal(size=(4, 3)), layer="l", step=1)
     monkeypatch.undo()
     assert (tmp_path / "c" / "projector_config.pbtxt").read_bytes() == before
     assert not list((tmp_path / "c").glob(".projector_config.pbtxt.*.tmp"))
     assert sorted(served(tmp_path, "c")) == ["l_step000000"]
+
+    # Step 1's files were all written before the config failed, so the next merge
+    # (here at close) lists it.
+    writer.close()
+    assert sorted(served(tmp_path, "c")) == ["l_step000000", "l_step000001"]
 
 
 def test_sharing_a_run_with_torch_summary_writer(tmp_path, rng):
@@ -232,3 +238,19 @@ def test_logdir_itself_as_the_run(tmp_path, rng):
     assert read_projector(tmp_path, num_rows=2)["embeddings"]["."]["l_step000000"][
         "tensor"
     ].shape == (2, 4)
+
+
+def test_closing_a_writer_repairs_the_config(tmp_path, rng):
+    torch = pytest.importorskip("torch")
+    from torch.utils.tensorboard import SummaryWriter
+
+    with ProjectorWriter(tmp_path, run="late") as writer:
+        writer.add_embedding(rng.normal(size=(5, 3)), layer="fc1", step=0)
+    # torch writing last rewrites the config with only its own entry ...
+    with SummaryWriter(log_dir=str(tmp_path / "late")) as torch_writer:
+        torch_writer.add_embedding(torch.randn(8, 4), tag="torch_b", global_step=1)
+    assert config_names(tmp_path / "late") == ["torch_b:00001"]
+    # ... and opening and closing a writer on the run puts ours back.
+    ProjectorWriter(tmp_path, run="late").close()
+    assert sorted(config_names(tmp_path / "late")) == ["fc1_step000000", "torch_b:00001"]
+    assert sorted(served(tmp_path, "late")) == ["fc1_step000000", "torch_b:00001"]
