@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import logging
 import os
 import traceback
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +63,7 @@ def _per_layer(
 ) -> dict[str, Any]:
     """Expand a setting given once or as a {layer name: setting} dict."""
     if isinstance(value, Mapping):
-        unknown = [key for key in value if key not in names]
+        unknown = [key for key in value if key not in names and key != "*"]
         if unknown:
             raise ValueError(
                 f"{parameter} names layers {unknown} that are not captured; the captured layers "
@@ -133,6 +132,8 @@ def _root_pre_hook(recorder_ref: weakref.ref, module: nn.Module, args: tuple, kw
     if recorder.skip_recompute and _in_backward():
         return None
     scope.calls.clear()
+    if scope.pending:
+        recorder._flush_pending(wait=False)
     if scope.explicit_mask is not None:
         scope.mask = scope.explicit_mask
         return None
@@ -141,20 +142,6 @@ def _root_pre_hook(recorder_ref: weakref.ref, module: nn.Module, args: tuple, kw
     if mask is None and position is not None and len(args) > position:
         mask = args[position]
     scope.mask = mask if isinstance(mask, torch.Tensor) else None
-    return None
-
-
-@torch.compiler.disable
-def _root_post_hook(
-    recorder_ref: weakref.ref, module: nn.Module, args: tuple, kwargs: dict, output: Any
-) -> None:
-    recorder = recorder_ref()
-    if recorder is None or recorder._scope is None:
-        return None
-    if recorder.skip_recompute and _in_backward():
-        return None
-    recorder._scope.mask = None
-    recorder._flush_pending(wait=False)
     return None
 
 
@@ -176,6 +163,27 @@ def _input_hook(
     if recorder is not None and recorder._scope is not None and recorder._scope.active:
         recorder._capture(layer, module, None, args, kwargs)
     return None
+
+
+class _RecordBlock:
+    """Context manager returned by :meth:`ActivationRecorder.record`."""
+
+    __slots__ = ("_recorder", "_scope")
+
+    def __init__(self, recorder: ActivationRecorder, scope: _Scope) -> None:
+        self._recorder = recorder
+        self._scope = scope
+
+    def __enter__(self) -> ActivationRecorder:
+        if self._recorder._scope is not None:
+            raise RuntimeError("record() blocks cannot be nested; close the open block first")
+        self._recorder._scope = self._scope
+        return self._recorder
+
+    def __exit__(self, exc_type: Any, error: BaseException | None, trace: Any) -> None:
+        self._recorder._close_scope(self._scope)
+        if isinstance(error, Exception):
+            _explain_compile_error(error)
 
 
 class ActivationRecorder:
@@ -235,7 +243,8 @@ class ActivationRecorder:
         Keep at most this many rows per layer and step, chosen by a reservoir sample
         seeded with ``seed`` (the same rows for layers that see the same batches).
     memory_budget : int or None, default=None
-        Maximum bytes of captured values and metadata held in memory by this recorder.
+        Maximum bytes of captured values and metadata held in memory by this recorder
+        (stored rows only, not the short-lived copies made while one batch is pooled).
         When a new batch would exceed it, rows move to ``spill_dir``; without a spill
         folder the oldest steps are dropped (with a :class:`CaptureBudgetWarning`).
     spill_dir : str, os.PathLike or None, default=None
@@ -375,13 +384,6 @@ class ActivationRecorder:
                     functools.partial(_root_pre_hook, reference), with_kwargs=True, prepend=True
                 )
             )
-            handles.append(
-                self._root.register_forward_hook(
-                    functools.partial(_root_post_hook, reference),
-                    with_kwargs=True,
-                    always_call=True,
-                )
-            )
             for name, module in self._modules.items():
                 if self._source[name] == "input":
                     handle = module.register_forward_pre_hook(
@@ -419,7 +421,6 @@ class ActivationRecorder:
 
     # -- recording -----------------------------------------------------------------------
 
-    @contextlib.contextmanager
     def record(
         self,
         labels: Any = None,
@@ -427,7 +428,7 @@ class ActivationRecorder:
         split: str | Sequence[str] | None = None,
         step: int | None = None,
         attention_mask: torch.Tensor | None = None,
-    ) -> Iterator[ActivationRecorder]:
+    ) -> _RecordBlock:
         """Capture the forward passes run inside this block.
 
         Parameters
@@ -445,10 +446,11 @@ class ActivationRecorder:
         attention_mask : torch.Tensor of shape (n_samples, n_tokens), optional
             Mask for token pooling; overrides the one read from the model's arguments.
 
-        Yields
-        ------
-        ActivationRecorder
-            This recorder.
+        Returns
+        -------
+        context manager
+            Entering it opens the block and returns this recorder; leaving it closes the
+            block, also on an exception.
 
         Raises
         ------
@@ -465,20 +467,16 @@ class ActivationRecorder:
             )
         if self._scope is not None:
             raise RuntimeError("record() blocks cannot be nested; close the open block first")
-        scope = self._open_scope(labels, ids, split, step, attention_mask)
-        self._scope = scope
+        return _RecordBlock(self, self._open_scope(labels, ids, split, step, attention_mask))
+
+    def _close_scope(self, scope: _Scope) -> None:
         try:
-            yield self
-        except Exception as error:
-            _explain_compile_error(error)
-            raise
+            self._flush_pending(wait=True)
         finally:
-            try:
-                self._flush_pending(wait=True)
-            finally:
-                self._scope = None
-                if scope.active and scope.offsets:
-                    self._next_sample = scope.sample_base + max(scope.offsets.values())
+            self._scope = None
+            scope.mask = None
+            if scope.active and scope.offsets:
+                self._next_sample = scope.sample_base + max(scope.offsets.values())
 
     def _open_scope(
         self, labels: Any, ids: Any, split: Any, step: int | None, attention_mask: Any
@@ -612,7 +610,9 @@ class ActivationRecorder:
                 remaining.append((layer, step, host, event, columns))
                 continue
             event.synchronize()
-            self._store.add(layer, step, Activations._from_trusted(host.numpy(), columns, layer))
+            # A pageable copy frees the pinned buffer, which is a scarce resource.
+            array = host.numpy().copy()
+            self._store.add(layer, step, Activations._from_trusted(array, columns, layer))
         scope.pending = remaining
 
     # -- results -------------------------------------------------------------------------
@@ -748,7 +748,9 @@ def _explain_compile_error(error: Exception) -> None:
     package = os.path.dirname(os.path.abspath(__file__))
     text = str(error)
     frames = traceback.extract_tb(error.__traceback__)
-    if package in text or any(frame.filename.startswith(package) for frame in frames):
+    hooks = ("_output_hook", "_input_hook", "_root_pre_hook")
+    ours = package in text or any(f"function {name} at" in text for name in hooks)
+    if ours or any(frame.filename.startswith(package) for frame in frames):
         raise RuntimeError(
             "torch.compile could not run the capture hooks: they run outside the compiled "
             "graph and need a graph break, which fullgraph=True (or "

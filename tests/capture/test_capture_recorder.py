@@ -207,6 +207,8 @@ def test_per_layer_settings_and_unknown_layer_key():
     _run(recorder, model, torch.randn(2, 4), step=0)
     assert recorder.activations("fc1").values.shape == (2, 8)
     assert recorder.activations("fc2").values.shape == (2, 8)
+    star = ActivationRecorder(model, ["fc1", "fc2"], pooling={"*": "max", "fc2": "flatten"})
+    assert star._pooling == {"fc1": "max", "fc2": "flatten"}
     with pytest.raises(ValueError, match=r"pooling names layers \['fc3'\] that are not captured"):
         ActivationRecorder(model, ["fc1"], pooling={"fc3": "mean"})
 
