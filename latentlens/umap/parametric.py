@@ -50,6 +50,7 @@ _SAVED_PARAMS = (
     "verbose",
     "hidden_sizes",
     "reconstruction_weight",
+    "input_noise",
     "negative_sampling",
     "batch_size",
     "n_training_epochs",
@@ -57,6 +58,21 @@ _SAVED_PARAMS = (
     "learning_rate",
     "transform_batch_size",
 )
+
+
+# Default training lengths, counted in optimizer steps: a network needs a number of
+# steps whatever the data size, while one epoch of a small graph is a few batches.
+TRAINING_STEPS = 2000
+REFINE_STEPS = 500
+INIT_STEPS = 1000
+MIN_TRAINING_EPOCHS = 5
+MIN_INIT_EPOCHS = 10
+MAX_DEFAULT_EPOCHS = 500
+
+
+def _epochs_for_steps(steps: int, batches_per_epoch: int, minimum: int) -> int:
+    """Return the epochs that reach about ``steps`` optimizer steps, within [minimum, 500]."""
+    return int(min(MAX_DEFAULT_EPOCHS, max(minimum, -(-steps // batches_per_epoch))))
 
 
 def _is_int(value: Any) -> bool:
@@ -93,7 +109,9 @@ def _resolve_device(device: Any) -> torch.device:
             f"device={device!r} is invalid; pass None, 'cpu', 'cuda', 'cuda:N' or a torch.device."
         ) from error
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was requested but CUDA is not available; pass device='cpu' or None.")
+        raise ValueError(
+            f"device={device!r} was requested but CUDA is not available; pass device='cpu' or None."
+        )
     return resolved
 
 
@@ -102,11 +120,16 @@ def _as_rows(X: Any, name: str = "X") -> np.ndarray:
     if isinstance(X, torch.Tensor):
         X = X.detach().to("cpu").numpy()
     if scipy.sparse.issparse(X):
-        raise TypeError(f"{name} is a scipy sparse matrix; ParametricUMAP takes dense rows, use {name}.toarray().")
+        raise TypeError(
+            f"{name} is a scipy sparse matrix; ParametricUMAP takes dense rows, use "
+            f"{name}.toarray()."
+        )
     try:
         rows = np.ascontiguousarray(X, dtype=np.float32)
     except (TypeError, ValueError) as error:
-        raise TypeError(f"{name} must be a numeric array-like of shape (n_samples, n_features); {error}") from error
+        raise TypeError(
+            f"{name} must be a numeric array-like of shape (n_samples, n_features); {error}"
+        ) from error
     if rows.ndim < 2:
         raise ValueError(
             f"{name} has shape {rows.shape}; expected (n_samples, n_features) or (n_samples, ...) "
@@ -115,7 +138,10 @@ def _as_rows(X: Any, name: str = "X") -> np.ndarray:
     finite = np.isfinite(rows)
     if not finite.all():
         bad_rows = int((~finite.reshape(rows.shape[0], -1)).any(axis=1).sum())
-        raise ValueError(f"{name} contains NaN or infinite values in {bad_rows} rows; remove or impute them first.")
+        raise ValueError(
+            f"{name} contains NaN or infinite values in {bad_rows} rows; remove or impute "
+            "them first."
+        )
     return rows
 
 
@@ -168,20 +194,28 @@ class ParametricUMAP(BaseEstimator):
         Weight of the mean squared reconstruction error, measured in units of
         the global scale of the training rows. With 0, a decoder is still
         trained, on detached codes, and does not change the embedding.
+    input_noise : float, default=0.5
+        Standard deviation of the Gaussian noise added to the encoder's inputs
+        during training, in units of the global scale of the training rows (the
+        root mean feature variance). The noise makes f smooth around the training
+        rows, so new rows land nearer their neighbours; 0 turns it off.
+        ``transform`` never adds noise.
     negative_sampling : {"uniform", "degree"}, default="uniform"
         "uniform" draws negatives uniformly from the training rows, as
         non-parametric UMAP does; "degree" reuses tails of other edges in the
         batch, so negatives follow the vertex degree and cost no extra forward pass.
     device : str, torch.device or None, default=None
         Where to train and transform; None picks CUDA when available, else the CPU.
-    batch_size : int, default=1024
+    batch_size : int, default=512
         Positive edges per training step.
     n_training_epochs : int or None, default=None
         Epochs of the UMAP loss; one epoch draws as many edges as the sum of the
         graph weights, the number of edge updates of one epoch of UMAP. None
-        chooses 30, or 10 after an ``init_layout``.
+        chooses enough epochs for about 2,000 optimizer steps (500 after an
+        ``init_layout``), at least 5 and at most 500.
     n_init_epochs : int or None, default=None
-        Epochs of regression onto ``init_layout``; None chooses 50.
+        Epochs of regression onto ``init_layout``, in batches of ``batch_size``
+        rows; None chooses enough for about 1,000 steps, at least 10 and at most 500.
     learning_rate : float, default=1e-3
         Adam learning rate; it decays linearly to a tenth of this value.
     init_layout : array of shape (n_samples, n_components), "umap" or None, default=None
@@ -247,9 +281,10 @@ class ParametricUMAP(BaseEstimator):
         decoder: nn.Module | str | None = None,
         hidden_sizes: Sequence[int] = DEFAULT_HIDDEN_SIZES,
         reconstruction_weight: float = 0.0,
+        input_noise: float = 0.5,
         negative_sampling: str = "uniform",
         device: str | torch.device | None = None,
-        batch_size: int = 1024,
+        batch_size: int = 512,
         n_training_epochs: int | None = None,
         n_init_epochs: int | None = None,
         learning_rate: float = 1e-3,
@@ -271,6 +306,7 @@ class ParametricUMAP(BaseEstimator):
         self.decoder = decoder
         self.hidden_sizes = hidden_sizes
         self.reconstruction_weight = reconstruction_weight
+        self.input_noise = input_noise
         self.negative_sampling = negative_sampling
         self.device = device
         self.batch_size = batch_size
@@ -286,7 +322,9 @@ class ParametricUMAP(BaseEstimator):
         _check_int("n_neighbors", self.n_neighbors, 2)
         _check_int("n_components", self.n_components, 1)
         if not isinstance(self.metric, str):
-            raise TypeError(f"metric={self.metric!r} is invalid; pass a metric name such as 'euclidean'.")
+            raise TypeError(
+                f"metric={self.metric!r} is invalid; pass a metric name such as 'euclidean'."
+            )
         _check_real("spread", self.spread, 0.0, strict=True)
         _check_real("min_dist", self.min_dist, 0.0, strict=False)
         if self.min_dist > self.spread:
@@ -299,24 +337,39 @@ class ParametricUMAP(BaseEstimator):
         _check_real("local_connectivity", self.local_connectivity, 0.0, strict=False)
         _check_real("set_op_mix_ratio", self.set_op_mix_ratio, 0.0, strict=False)
         if self.set_op_mix_ratio > 1:
-            raise ValueError(f"set_op_mix_ratio={self.set_op_mix_ratio!r} is invalid; expected a number in [0, 1].")
-        if self.random_state is not None and (not _is_int(self.random_state) or self.random_state < 0):
-            raise ValueError(f"random_state={self.random_state!r} is invalid; expected None or an int >= 0.")
+            raise ValueError(
+                f"set_op_mix_ratio={self.set_op_mix_ratio!r} is invalid; expected a "
+                "number in [0, 1]."
+            )
+        if self.random_state is not None and (
+            not _is_int(self.random_state) or self.random_state < 0
+        ):
+            raise ValueError(
+                f"random_state={self.random_state!r} is invalid; expected None or an int >= 0."
+            )
         if self.encoder is not None and not isinstance(self.encoder, nn.Module):
             raise TypeError(
-                f"encoder={self.encoder!r} is invalid; pass a torch.nn.Module or None for the default MLP."
+                f"encoder={self.encoder!r} is invalid; pass a torch.nn.Module or None for "
+                "the default MLP."
             )
-        if not (self.decoder is None or self.decoder == "mlp" or isinstance(self.decoder, nn.Module)):
-            raise TypeError(f"decoder={self.decoder!r} is invalid; pass a torch.nn.Module, 'mlp' or None.")
+        if not (
+            self.decoder is None or self.decoder == "mlp" or isinstance(self.decoder, nn.Module)
+        ):
+            raise TypeError(
+                f"decoder={self.decoder!r} is invalid; pass a torch.nn.Module, 'mlp' or None."
+            )
         hidden = list(self.hidden_sizes) if isinstance(self.hidden_sizes, (list, tuple)) else None
         if hidden is None or not all(_is_int(h) and h >= 1 for h in hidden):
             raise ValueError(
-                f"hidden_sizes={self.hidden_sizes!r} is invalid; expected a list or tuple of ints >= 1."
+                f"hidden_sizes={self.hidden_sizes!r} is invalid; expected a list or tuple "
+                "of ints >= 1."
             )
         _check_real("reconstruction_weight", self.reconstruction_weight, 0.0, strict=False)
+        _check_real("input_noise", self.input_noise, 0.0, strict=False)
         if self.negative_sampling not in NEGATIVE_SAMPLING_MODES:
             raise ValueError(
-                f"negative_sampling={self.negative_sampling!r} is invalid; expected one of {NEGATIVE_SAMPLING_MODES}."
+                f"negative_sampling={self.negative_sampling!r} is invalid; expected one "
+                f"of {NEGATIVE_SAMPLING_MODES}."
             )
         _check_int("batch_size", self.batch_size, 1)
         _check_int("n_training_epochs", self.n_training_epochs, 0, optional=True)
@@ -393,7 +446,7 @@ class ParametricUMAP(BaseEstimator):
         flat = rows.reshape(n_samples, -1)
         encoder, decoder = self._build_networks(rows, torch_seed, device)
 
-        if self.init_layout == "umap":
+        if isinstance(self.init_layout, str) and self.init_layout == "umap":
             graph, layout = self._fit_reference_umap(flat)
         else:
             graph = self._build_graph(flat)
@@ -457,7 +510,9 @@ class ParametricUMAP(BaseEstimator):
             random_state=self.random_state,
             verbose=self.verbose,
         ).fit(flat)
-        return scipy.sparse.csr_matrix(reference.graph_), np.asarray(reference.embedding_, dtype=np.float32)
+        return scipy.sparse.csr_matrix(reference.graph_), np.asarray(
+            reference.embedding_, dtype=np.float32
+        )
 
     def _build_networks(
         self, rows: np.ndarray, torch_seed: int, device: torch.device
@@ -471,13 +526,16 @@ class ParametricUMAP(BaseEstimator):
             else:
                 encoder = self.encoder
 
-            wants_decoder = self.decoder == "mlp" or (self.decoder is None and self.reconstruction_weight > 0)
+            wants_decoder = self.decoder == "mlp" or (
+                self.decoder is None and self.reconstruction_weight > 0
+            )
             if isinstance(self.decoder, nn.Module):
                 decoder = self.decoder
             elif wants_decoder:
                 if rows.ndim != 2:
                     raise ValueError(
-                        f"X has shape {rows.shape}; the default MLP decoder rebuilds (n_samples, n_features) "
+                        f"X has shape {rows.shape}; the default MLP decoder rebuilds "
+                        "(n_samples, n_features) "
                         "rows only. Pass a custom decoder for other shapes."
                     )
                 decoder = MLPDecoder(self.n_components, n_features, self.hidden_sizes)
@@ -503,8 +561,10 @@ class ParametricUMAP(BaseEstimator):
         if not isinstance(code, torch.Tensor) or tuple(code.shape) != expected:
             found = tuple(code.shape) if isinstance(code, torch.Tensor) else type(code).__name__
             raise ValueError(
-                f"the encoder maps a batch of shape {tuple(probe.shape)} to {found}; expected a tensor of "
-                f"shape {expected} (batch, n_components). Fix the encoder's last layer or n_components."
+                f"the encoder maps a batch of shape {tuple(probe.shape)} to {found}; "
+                "expected a tensor of "
+                f"shape {expected} (batch, n_components). Fix the encoder's last layer or "
+                "n_components."
             )
         if decoder is None:
             return
@@ -512,9 +572,14 @@ class ParametricUMAP(BaseEstimator):
         with torch.no_grad():
             rebuilt = decoder(code)
         if not isinstance(rebuilt, torch.Tensor) or rebuilt.shape != probe.shape:
-            found = tuple(rebuilt.shape) if isinstance(rebuilt, torch.Tensor) else type(rebuilt).__name__
+            found = (
+                tuple(rebuilt.shape)
+                if isinstance(rebuilt, torch.Tensor)
+                else type(rebuilt).__name__
+            )
             raise ValueError(
-                f"the decoder maps codes of shape {tuple(code.shape)} to {found}; expected the input "
+                f"the decoder maps codes of shape {tuple(code.shape)} to {found}; "
+                "expected the input "
                 f"shape {tuple(probe.shape)}. Fix the decoder's last layer."
             )
 
@@ -526,7 +591,10 @@ class ParametricUMAP(BaseEstimator):
 
         self.init_loss_history_: list[float] = []
         if layout is not None:
-            n_init_epochs = 50 if self.n_init_epochs is None else self.n_init_epochs
+            n_init_epochs = self.n_init_epochs
+            if n_init_epochs is None:
+                batches = -(-rows.shape[0] // self.batch_size)
+                n_init_epochs = _epochs_for_steps(INIT_STEPS, batches, MIN_INIT_EPOCHS)
             self.init_loss_history_ = regress_onto_layout(
                 self.encoder_,
                 X,
@@ -537,6 +605,7 @@ class ParametricUMAP(BaseEstimator):
                 rng=rng,
                 device=device,
                 verbose=bool(self.verbose),
+                noise_std=float(self.input_noise) * self._x_scale,
             )
 
         sampler = EdgeSampler(
@@ -552,11 +621,13 @@ class ParametricUMAP(BaseEstimator):
             repulsion_strength=float(self.repulsion_strength),
             reconstruction_weight=float(self.reconstruction_weight),
             x_scale=self._x_scale,
+            input_noise=float(self.input_noise),
         )
         if self.n_training_epochs is not None:
             n_epochs = self.n_training_epochs
         else:
-            n_epochs = 10 if layout is not None else 30
+            target = REFINE_STEPS if layout is not None else TRAINING_STEPS
+            n_epochs = _epochs_for_steps(target, sampler.batches_per_epoch, MIN_TRAINING_EPOCHS)
         self.loss_history_ = train_umap_loss(
             self.encoder_,
             self.decoder_,
@@ -567,13 +638,17 @@ class ParametricUMAP(BaseEstimator):
             learning_rate=self.learning_rate,
             device=device,
             verbose=bool(self.verbose),
+            rng=rng,
         )
 
     # ------------------------------------------------------------- transform
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "encoder_"):
-            raise ValueError("this ParametricUMAP is not fitted yet; call fit(X) or ParametricUMAP.load(path) first.")
+            raise ValueError(
+                "this ParametricUMAP is not fitted yet; call fit(X) or "
+                "ParametricUMAP.load(path) first."
+            )
 
     def _forward_in_batches(self, module: nn.Module, rows: np.ndarray) -> np.ndarray:
         """Run ``module`` over ``rows`` in zero-padded batches of ``transform_batch_size`` rows."""

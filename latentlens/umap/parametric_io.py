@@ -35,7 +35,9 @@ def _replace_atomically(folder: Path, name: str, write) -> None:
         raise
 
 
-def save_model(folder: str | os.PathLike, config: dict[str, Any], modules: dict[str, nn.Module]) -> Path:
+def save_model(
+    folder: str | os.PathLike, config: dict[str, Any], modules: dict[str, nn.Module]
+) -> Path:
     """Write ``config`` and the state dicts of ``modules`` (prefixed by their key) to ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -50,11 +52,15 @@ def save_model(folder: str | os.PathLike, config: dict[str, Any], modules: dict[
     text = json.dumps(full_config, indent=2, sort_keys=True)
 
     _replace_atomically(folder, WEIGHTS_NAME, lambda path: save_file(tensors, path))
-    _replace_atomically(folder, CONFIG_NAME, lambda path: Path(path).write_text(text, encoding="utf-8"))
+    _replace_atomically(
+        folder, CONFIG_NAME, lambda path: Path(path).write_text(text, encoding="utf-8")
+    )
     return folder
 
 
-def read_model(folder: str | os.PathLike) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
+def read_model(
+    folder: str | os.PathLike,
+) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
     """Read a saved folder; return the config and the state dict of each module, by prefix."""
     folder = Path(folder)
     config_path = folder / CONFIG_NAME
@@ -68,7 +74,9 @@ def read_model(folder: str | os.PathLike) -> tuple[dict[str, Any], dict[str, dic
 
     config = json.loads(config_path.read_text(encoding="utf-8"))
     if config.get("format") != FORMAT_NAME:
-        raise ValueError(f"{config_path} is not a ParametricUMAP config (format={config.get('format')!r}).")
+        raise ValueError(
+            f"{config_path} is not a ParametricUMAP config (format={config.get('format')!r})."
+        )
     if config.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"{config_path} has format_version={config.get('format_version')!r}; "

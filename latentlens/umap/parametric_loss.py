@@ -158,7 +158,9 @@ class EdgeSampler:
         coo = scipy.sparse.coo_matrix(graph)
         keep = coo.data > 0
         if not np.any(keep):
-            raise ValueError("the fuzzy graph has no edge with positive weight; cannot train on it.")
+            raise ValueError(
+                "the fuzzy graph has no edge with positive weight; cannot train on it."
+            )
 
         self.n_vertices = coo.shape[0]
         self.heads = coo.row[keep].astype(np.int64)

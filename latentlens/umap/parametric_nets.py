@@ -47,7 +47,9 @@ class Unstandardize(Standardize):
         return x * self.scale + self.mean
 
 
-def _mlp_layers(in_features: int, hidden_sizes: Sequence[int], out_features: int) -> list[nn.Module]:
+def _mlp_layers(
+    in_features: int, hidden_sizes: Sequence[int], out_features: int
+) -> list[nn.Module]:
     layers: list[nn.Module] = []
     width = in_features
     for hidden in hidden_sizes:
@@ -64,7 +66,9 @@ class MLPEncoder(nn.Sequential):
     """
 
     def __init__(self, n_features: int, n_components: int, hidden_sizes: Sequence[int]) -> None:
-        super().__init__(Standardize(n_features), *_mlp_layers(n_features, hidden_sizes, n_components))
+        super().__init__(
+            Standardize(n_features), *_mlp_layers(n_features, hidden_sizes, n_components)
+        )
         self.spec = {
             "type": "mlp",
             "n_features": int(n_features),
@@ -74,7 +78,7 @@ class MLPEncoder(nn.Sequential):
 
 
 class MLPDecoder(nn.Sequential):
-    """Mirror of :class:`MLPEncoder`: embedding (batch, n_components) to rows (batch, n_features)."""
+    """Mirror of :class:`MLPEncoder`: codes (batch, n_components) to rows (batch, n_features)."""
 
     def __init__(self, n_components: int, n_features: int, hidden_sizes: Sequence[int]) -> None:
         super().__init__(
