@@ -262,3 +262,102 @@ def descent_round(data, metric_code, old_values, old_labels, old_flags, reverse_
                     values, labels, flags, _distance(data, p, r, metric_code), r
                 )
         changed[p] = count
+
+
+@numba.njit(cache=True, inline="always")
+def _visit(table, label):
+    """Insert ``label`` into an open-addressing set; return False if it was present."""
+    mask = table.shape[0] - 1
+    slot = (label * 2654435761) & mask
+    while table[slot] != -1:
+        if table[slot] == label:
+            return False
+        slot = (slot + 1) & mask
+    table[slot] = label
+    return True
+
+
+@numba.njit(cache=True, inline="always")
+def _pool_push(values, labels, expanded, value, label):
+    """Insert into a sorted pool (ascending), marking the new entry unexpanded."""
+    last = values.shape[0] - 1
+    if value >= values[last]:
+        return
+    position = last
+    while position > 0 and values[position - 1] > value:
+        values[position] = values[position - 1]
+        labels[position] = labels[position - 1]
+        expanded[position] = expanded[position - 1]
+        position -= 1
+    values[position] = value
+    labels[position] = label
+    expanded[position] = False
+
+
+@numba.njit(cache=True, parallel=True, fastmath=FAST_FLAGS)
+def graph_query(queries, data, knn_indices, landmarks, n_seeds, pool_size, metric_code,
+                out_indices, out_distances):
+    """Find neighbours of each query among ``data`` by best-first search on its kNN graph.
+
+    Each query compares itself with every landmark row, starts from the ``n_seeds``
+    closest, and repeatedly expands the closest unexpanded row of a pool of
+    ``pool_size`` candidates through ``knn_indices`` until every pooled row is
+    expanded. Queries are independent, so a query's result does not depend on the
+    other queries. Distances are euclidean (``metric_code`` 0) or manhattan (1).
+    """
+    n_queries, n_features = queries.shape
+    k = out_indices.shape[1]
+    n_landmarks = landmarks.shape[0]
+    table_size = 1
+    while table_size < 8 * pool_size * (knn_indices.shape[1] + 1) + 4 * n_seeds:
+        table_size *= 2
+    for q in numba.prange(n_queries):
+        table = np.full(table_size, -1, dtype=np.int64)
+        visited = 0
+        values = np.full(pool_size, np.inf, dtype=np.float32)
+        labels = np.full(pool_size, -1, dtype=np.int64)
+        expanded = np.ones(pool_size, dtype=np.bool_)
+        seed_values = np.full(n_seeds, np.inf, dtype=np.float32)
+        seed_labels = np.full(n_seeds, -1, dtype=np.int64)
+        for s in range(n_landmarks):
+            row = landmarks[s]
+            total = np.float32(0.0)
+            for f in range(n_features):
+                diff = queries[q, f] - data[row, f]
+                total += diff * diff if metric_code == 0 else abs(diff)
+            if total < seed_values[n_seeds - 1]:
+                position = n_seeds - 1
+                while position > 0 and seed_values[position - 1] > total:
+                    seed_values[position] = seed_values[position - 1]
+                    seed_labels[position] = seed_labels[position - 1]
+                    position -= 1
+                seed_values[position] = total
+                seed_labels[position] = row
+        for s in range(n_seeds):
+            if seed_labels[s] >= 0 and _visit(table, seed_labels[s]):
+                visited += 1
+                _pool_push(values, labels, expanded, seed_values[s], seed_labels[s])
+        while True:
+            current = -1
+            for j in range(pool_size):
+                if not expanded[j]:
+                    current = j
+                    break
+            if current < 0 or 2 * visited > table_size:
+                break
+            expanded[current] = True
+            node = labels[current]
+            for m in range(knn_indices.shape[1]):
+                candidate = knn_indices[node, m]
+                if candidate < 0 or not _visit(table, candidate):
+                    continue
+                visited += 1
+                total = np.float32(0.0)
+                for f in range(n_features):
+                    diff = queries[q, f] - data[candidate, f]
+                    total += diff * diff if metric_code == 0 else abs(diff)
+                _pool_push(values, labels, expanded, total, candidate)
+        for j in range(k):
+            out_indices[q, j] = labels[j]
+            value = values[j]
+            out_distances[q, j] = np.sqrt(value) if metric_code == 0 else value

@@ -39,6 +39,7 @@ def check_data(X, name="X"):
         )
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(f"{name} has shape {array.shape}; it needs at least one row and column.")
+
     if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
         bad = ~np.isfinite(array)
         rows = np.flatnonzero(bad.any(axis=1))
@@ -47,7 +48,7 @@ def check_data(X, name="X"):
             f"{rows[0]}; remove or impute them before calling UMAP."
         )
     largest = float(np.abs(array).max()) if array.dtype.itemsize > 4 else 0.0
-    if largest > np.finfo(np.float32).max:
+    if largest > float(np.finfo(np.float32).max):
         raise ValueError(
             f"{name} has values beyond the float32 range (max |x| = {largest:.3g}); "
             "rescale the data before calling UMAP."
@@ -90,6 +91,7 @@ def check_params(model):
     _check_number("repulsion_strength", model.repulsion_strength, low=0)
     _check_number("local_connectivity", model.local_connectivity, low=0, low_open=True)
     _check_number("set_op_mix_ratio", model.set_op_mix_ratio, low=0, high=1)
+
     if model.metric not in METRICS:
         raise ValueError(
             f"metric={model.metric!r} is not supported; use one of {', '.join(METRICS)}."
@@ -99,6 +101,7 @@ def check_params(model):
             f"knn_method={model.knn_method!r} is not supported; use one of "
             f"{', '.join(KNN_METHODS)}."
         )
+
     init = model.init
     if isinstance(init, str):
         if init not in INITS:

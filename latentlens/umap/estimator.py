@@ -125,7 +125,7 @@ class UMAP:
         exact (BLAS) up to ``latentlens.umap.graph.EXACT_MAX_ROWS`` rows and an
         approximate random projection forest with neighbour descent above.
     transform_n_epochs : int or None, default=None
-        Epochs for new points in :meth:`transform`; None uses ``max(30, n_epochs // 3)``
+        Epochs for new points in :meth:`transform`; None uses ``max(30, n_epochs // 6)``
         with ``n_epochs`` the training epochs.
 
     Attributes
@@ -339,7 +339,22 @@ class UMAP:
         self.n_epochs_ = n_epochs
         self._seed = seed
         self._store(rows, embedding, first, inverse, fuzzy)
+        self._set_query_graph(knn[0], rng)
         return self
+
+    def _set_query_graph(self, knn_indices, rng):
+        """Keep the kNN graph and landmark rows that transform searches from, when the
+        training set is too large for the exact search."""
+        n = self._train_rows.shape[0]
+        self._knn_indices = None
+        self._landmarks = None
+        limit = (graph_module.EXACT_MAX_ROWS_MANHATTAN if self.metric == "manhattan"
+                 else graph_module.EXACT_MAX_ROWS)
+        if self.knn_method == "exact" or (self.knn_method == "auto" and n <= limit):
+            return
+        self._knn_indices = np.ascontiguousarray(knn_indices, dtype=np.int32)
+        n_landmarks = min(n, max(256, int(2 * np.sqrt(n))))
+        self._landmarks = np.sort(rng.choice(n, n_landmarks, replace=False)).astype(np.int64)
 
     def _initial_layout(self, fuzzy, rows, first, init_array, rng):
         dim = self.n_components
@@ -404,6 +419,8 @@ class UMAP:
         self._graph_unique = fuzzy
 
     def _finish_constant(self, rows, first, inverse):
+        self._knn_indices = None
+        self._landmarks = None
         self.n_neighbors_ = 1
         self.n_epochs_ = 0
         self._seed = 0
@@ -482,10 +499,15 @@ class UMAP:
             return np.repeat(self._unique_embedding, X.shape[0], axis=0)
         k = min(self.n_neighbors_, train.shape[0])
         queries = graph_module.prepare_rows(X, self.metric, self._center)
-        indices, distances = graph_module.exact_search(
-            queries, train, k, metric_code=1 if self.metric == "manhattan" else 0,
-            block_rows=graph_module.QUERY_BLOCK_ROWS,
-        )
+        if getattr(self, "_knn_indices", None) is not None:
+            indices, distances = graph_module.graph_search(
+                queries, train, self._knn_indices, self._landmarks, k, self.metric
+            )
+        else:
+            indices, distances = graph_module.exact_search(
+                queries, train, k, metric_code=1 if self.metric == "manhattan" else 0,
+                block_rows=graph_module.QUERY_BLOCK_ROWS,
+            )
         graph_module.convert_distances(distances, self.metric)
         sigma, rho = _graph_kernels.smooth_knn_dist(
             distances, 64, max(0.0, float(self.local_connectivity) - 1.0), 1.0, False
@@ -502,7 +524,9 @@ class UMAP:
 
         n_epochs = self.transform_n_epochs
         if n_epochs is None:
-            n_epochs = max(30, self.n_epochs_ // 3)
+            # New points start at the weighted mean of their neighbours, already close
+            # to their final place, so a sixth of the training epochs suffices.
+            n_epochs = max(30, self.n_epochs_ // 6)
         if n_epochs == 0:
             return start
         # The edge schedule uses 1.0 as the largest weight (not the batch maximum), so a
@@ -593,6 +617,9 @@ class UMAP:
             arrays["train_rows"] = self._train_rows
             if self._center is not None:
                 arrays["center"] = self._center
+            if getattr(self, "_knn_indices", None) is not None:
+                arrays["knn_indices"] = self._knn_indices
+                arrays["landmarks"] = self._landmarks
         path = os.fspath(path)
         folder = os.path.dirname(os.path.abspath(path))
         handle, temporary = tempfile.mkstemp(dir=folder, prefix=".umap-", suffix=".npz.tmp")
@@ -644,6 +671,8 @@ class UMAP:
             )
             model._train_rows = archive["train_rows"] if "train_rows" in archive else None
             model._center = archive["center"] if "center" in archive else None
+            model._knn_indices = archive["knn_indices"] if "knn_indices" in archive else None
+            model._landmarks = archive["landmarks"] if "landmarks" in archive else None
         model._graph_unique = fuzzy
         model.embedding_ = model._unique_embedding[model._inverse]
         model.graph_ = _expand_graph(fuzzy, model._first, model._inverse)

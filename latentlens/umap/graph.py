@@ -2,7 +2,8 @@
 
 Public functions used by :class:`latentlens.umap.UMAP` and by the parametric encoder:
 
-- :func:`nearest_neighbors`: exact search with BLAS up to a measured size, pynndescent above;
+- :func:`nearest_neighbors`: exact search with BLAS up to a measured size, an approximate
+  random projection forest with neighbour descent above;
 - :func:`fuzzy_simplicial_set`: the symmetric fuzzy graph built from a kNN graph;
 - :func:`find_ab_params`: the ``a, b`` of the low-dimensional similarity ``1 / (1 + a d^(2b))``.
 """
@@ -21,11 +22,13 @@ logger = logging.getLogger(__name__)
 METRICS = ("euclidean", "cosine", "correlation", "manhattan")
 KNN_METHODS = ("auto", "exact", "forest", "pynndescent")
 
-# Above these row counts nearest_neighbors switches from the exact blocked search to
-# pynndescent. Measured on a 2-core x86 machine with OpenBLAS (benchmarks/umap_knn_threshold.py):
-# the exact BLAS search of 128-d rows costs about as much as NN-descent near 8,000 rows,
-# while the exact manhattan search has no BLAS and crosses over earlier.
-EXACT_MAX_ROWS = 8192
+# Above this row count nearest_neighbors switches from the exact blocked search to the
+# approximate forest search. benchmarks/umap_knn_threshold.py on 128-d Gaussian clusters
+# (2-core x86, OpenBLAS, busy machine) gave exact 1.82 s / forest 1.34 s (recall 0.996)
+# at 4,000 rows and 4.54 s / 3.52 s (recall 0.985) at 8,000.
+# NOTE: the manhattan threshold was not measured separately; its exact search has no
+# BLAS, so the true crossover is likely lower.
+EXACT_MAX_ROWS = 4096
 EXACT_MAX_ROWS_MANHATTAN = 4096
 
 # Rows of queries per GEMM call. Queries always go through blocks of this fixed height
@@ -42,7 +45,7 @@ def _check_metric(metric):
 
 
 def prepare_rows(X, metric, center=None):
-    """Return float32 rows on which euclidean (or manhattan) search answers ``metric``.
+    """Return float32 rows on which a euclidean (or manhattan) search gives ``metric``'s order.
 
     cosine rows are scaled to unit norm and correlation rows are centred first, so that
     ``1 - cos = ||u - v||^2 / 2`` lets both use the euclidean machinery. ``center`` is
@@ -55,7 +58,7 @@ def prepare_rows(X, metric, center=None):
             X = X - X.mean(axis=1, keepdims=True)
         norms = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64)).astype(np.float32)
         # NOTE: a zero row stays zero, so its cosine distance to any unit row comes out
-        # as 0.5 instead of 1.0; zero rows have no direction and no better answer.
+        # as 0.5 instead of 1.0. A zero row has no direction, so no value is right.
         norms[norms == 0.0] = 1.0
         return np.ascontiguousarray(X / norms[:, None])
     if metric == "euclidean" and center is not None:
@@ -209,6 +212,30 @@ def forest_search(data, n_neighbors, metric, seed, *, n_trees=None, leaf_size=No
     if metric_code == 0:
         np.sqrt(values, out=values)
     return labels, values
+
+
+def graph_search(queries, data, knn_indices, landmarks, n_neighbors, metric, *, pool_size=None,
+                 n_seeds=8):
+    """Approximate kNN of prepared ``queries`` among prepared ``data`` through its kNN graph.
+
+    Each query is searched on its own (see :func:`_ann_kernels.graph_query`), so its
+    neighbours do not depend on the other queries of the batch. Returns int32 indices
+    and float32 distances in the prepared space (euclidean or manhattan).
+    """
+    from latentlens.umap import _ann_kernels as ann
+
+    if pool_size is None:
+        pool_size = max(4 * n_neighbors, 64)
+    pool_size = min(pool_size, data.shape[0])
+    n_seeds = min(n_seeds, landmarks.shape[0], pool_size)
+    indices = np.empty((queries.shape[0], n_neighbors), dtype=np.int32)
+    distances = np.empty((queries.shape[0], n_neighbors), dtype=np.float32)
+    ann.graph_query(
+        np.ascontiguousarray(queries, dtype=np.float32), data,
+        np.ascontiguousarray(knn_indices, dtype=np.int64), landmarks.astype(np.int64),
+        n_seeds, pool_size, 1 if metric == "manhattan" else 0, indices, distances,
+    )
+    return indices, distances
 
 
 def nndescent_search(data, n_neighbors, metric, seed):

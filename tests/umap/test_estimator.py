@@ -52,6 +52,23 @@ def test_seeded_forest_runs_identical(clusters):
     np.testing.assert_array_equal(first.embedding_, second.embedding_)
 
 
+def test_graph_search_transform_batch_invariant(clusters):
+    from latentlens.umap import graph
+
+    X, _ = clusters
+    model = UMAP(n_neighbors=10, n_epochs=30, random_state=4, knn_method="forest").fit(X)
+    new = X[:50] + 0.1
+    whole = model.transform(new)
+    np.testing.assert_array_equal(model.transform(new[10:13]), whole[10:13])
+    queries = graph.prepare_rows(new, "euclidean", model._center)
+    found, _ = graph.graph_search(
+        queries, model._train_rows, model._knn_indices, model._landmarks, 10, "euclidean"
+    )
+    exact, _ = graph.exact_search(queries, model._train_rows, 10, block_rows=256)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, exact)])
+    assert recall >= 0.9
+
+
 def test_transform_is_batch_invariant(fitted, clusters):
     X, _ = clusters
     rng = np.random.default_rng(5)
