@@ -32,6 +32,13 @@ def _seed_from(random_state):
     return int(random_state)
 
 
+def _json_scalar(value):
+    """Convert numpy scalars (for example ``n_neighbors=np.int64(15)``) for json.dumps."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"setting value {value!r} of type {type(value).__name__} cannot be saved")
+
+
 def _unique_rows(X):
     """Return ``(first_rows, inverse)``: the first row of each distinct row, and per row
     the index of its distinct row. Rows are compared by hash, then verified exactly."""
@@ -604,7 +611,9 @@ class UMAP:
         }
         graph = self._graph_unique.tocsr()
         arrays = {
-            "meta": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
+            "meta": np.frombuffer(
+                json.dumps(meta, default=_json_scalar).encode("utf-8"), dtype=np.uint8
+            ),
             "unique_embedding": self._unique_embedding,
             "first": self._first,
             "inverse": self._inverse,

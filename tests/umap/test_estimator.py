@@ -101,6 +101,15 @@ def test_save_load_roundtrip(fitted, clusters, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]
 
 
+def test_save_numpy_scalar_settings(clusters, tmp_path):
+    X, _ = clusters
+    model = UMAP(n_neighbors=np.int64(10), n_epochs=np.int32(5), random_state=0).fit(X)
+    model.save(tmp_path / "scalars.npz")
+    loaded = UMAP.load(tmp_path / "scalars.npz")
+    assert loaded.n_neighbors == 10
+    assert loaded.n_epochs == 5
+
+
 def test_save_without_data_rejects_transform(fitted, clusters, tmp_path):
     X, _ = clusters
     path = tmp_path / "slim.npz"
