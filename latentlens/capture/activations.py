@@ -22,7 +22,8 @@ class Activations:
     metadata : dict of str to numpy.ndarray
         Columns of length ``n_rows``. A recorder always writes ``"step"`` (the
         training step or epoch given to ``record``) and ``"sample"`` (the running index
-        of the sample within the recorder, equal across layers for the same input row).
+        of the input row among all rows the recorder captured, equal across layers for
+        the same input row).
         It adds ``"label"``, ``"id"`` and ``"split"`` when they were given, ``"call"``
         when the module ran more than once in a forward pass, ``"token"`` (the token
         position) for ``pooling="none"`` and ``"rank"`` for rows gathered from several
