@@ -20,13 +20,18 @@ Outliers: ``OutlierScorer`` (bank of 4,000, 25 % calibration) fitted on the refe
 scoring the current window, against brute-force distances to the 10th nearest neighbour among
 all reference rows in numpy.
 
+``--blas-threads N`` runs both sides with N BLAS threads. On a machine shared with other busy
+processes, multi-threaded OpenBLAS spin-waits and can be many times slower than one thread.
+``--anchor-rows 0`` skips the anchors.
+
 Run: python benchmarks/scores.py [--rows 10000] [--dim 768] [--repeats 5]
-     [--anchor-rows 2000] [--anchor-full-permutations 3]
+     [--anchor-rows 2000] [--anchor-full-permutations 3] [--blas-threads N]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -114,14 +119,20 @@ def brute_force_knn_scores(reference: np.ndarray, queries: np.ndarray, k: int) -
 
 
 def timed(function, repeats: int, *args, **kwargs):
-    """Return the median wall time of ``repeats`` calls after one warm-up call, and a result."""
+    """Time ``repeats`` calls after one warm-up call.
+
+    Returns the median and the minimum wall time, the median CPU time of this process (all
+    threads), and the last result. On a shared machine the minimum is the figure least
+    disturbed by other processes.
+    """
     function(*args, **kwargs)
-    durations, result = [], None
+    walls, cpus, result = [], [], None
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         result = function(*args, **kwargs)
-        durations.append(time.perf_counter() - start)
-    return statistics.median(durations), result
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - start_cpu)
+    return statistics.median(walls), min(walls), statistics.median(cpus), result
 
 
 def main() -> None:
@@ -131,54 +142,84 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--anchor-rows", type=int, default=2000)
     parser.add_argument("--anchor-full-permutations", type=int, default=3)
+    parser.add_argument("--blas-threads", type=int, default=None)
     args = parser.parse_args()
+
+    import threadpoolctl
+
+    # Load scipy and scikit-learn, with their BLAS libraries, before setting the limit:
+    # threadpoolctl only limits libraries that are already loaded.
+    import latentlens.scores  # noqa: F401
+
+    with threadpoolctl.threadpool_limits(args.blas_threads, user_api="blas"):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Print the drift and outlier tables for the parsed command-line settings."""
+    import threadpoolctl
 
     from latentlens.scores import OutlierScorer, drift_test
 
     print(f"# scores benchmark: {args.rows} x {args.dim} per window, float32")
     print(f"# {platform.processor() or platform.machine()}, numpy {np.__version__}")
+    blas = threadpoolctl.threadpool_info()
+    threads = ", ".join(f"{pool['internal_api']} {pool['num_threads']}" for pool in blas)
+    print(f"# BLAS threads: {threads}")
     print()
-    print("| case | rows per side | latentlens s | latentlens p | anchor s | anchor p | ratio |")
+    print(f"# load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print()
+    print(
+        "| case | rows per side | latentlens s (median / min / cpu) | latentlens p "
+        "| anchor s | anchor p | ratio (median) |"
+    )
     print("|---|---|---|---|---|---|---|")
 
     for label, shift in (("shifted", 0.3), ("no drift", 0.0)):
         reference, current = make_windows(args.rows, args.dim, shift, seed=1)
-        ours_seconds, ours = timed(drift_test, args.repeats, reference, current, random_state=0)
-        small_reference, small_current = reference[: args.anchor_rows], current[: args.anchor_rows]
-        small_seconds, small = timed(
-            drift_test, args.repeats, small_reference, small_current, random_state=0
+        ours_seconds, ours_best, ours_cpu, ours = timed(
+            drift_test, args.repeats, reference, current, random_state=0
         )
-        anchor_p, _, _, anchor_seconds = full_kernel_mmd_test(
-            small_reference, small_current, 200, seed=0
-        )
-        print(
-            f"| {label} | {args.anchor_rows} | {small_seconds:.3f} | {small.p_value:.4f} | "
-            f"{anchor_seconds:.2f} | {anchor_p:.4f} | {anchor_seconds / small_seconds:.0f}x |"
-        )
-        if args.anchor_full_permutations > 0:
+        if args.anchor_rows > 0:
+            small_reference = reference[: args.anchor_rows]
+            small_current = current[: args.anchor_rows]
+            small_seconds, small_best, small_cpu, small = timed(
+                drift_test, args.repeats, small_reference, small_current, random_state=0
+            )
+            anchor_p, _, _, anchor_seconds = full_kernel_mmd_test(
+                small_reference, small_current, 200, seed=0
+            )
+            print(
+                f"| {label} | {args.anchor_rows} | {small_seconds:.3f} / {small_best:.3f} / "
+                f"{small_cpu:.3f} | {small.p_value:.4f} | "
+                f"{anchor_seconds:.2f} | {anchor_p:.4f} | {anchor_seconds / small_seconds:.0f}x |"
+            )
+        if args.anchor_rows > 0 and args.anchor_full_permutations > 0:
             _, build, per_permutation, _ = full_kernel_mmd_test(
                 reference, current, args.anchor_full_permutations, seed=0
             )
             extrapolated = build + 200 * per_permutation
             print(
-                f"| {label} | {args.rows} | {ours_seconds:.3f} | {ours.p_value:.4f} | "
-                f"{extrapolated:.1f} (kernel {build:.1f} + 200 x {per_permutation:.2f}, "
+                f"| {label} | {args.rows} | {ours_seconds:.3f} / {ours_best:.3f} / {ours_cpu:.3f} "
+                f"| {ours.p_value:.4f} | {extrapolated:.1f} "
+                f"(kernel {build:.1f} + 200 x {per_permutation:.2f}, "
                 f"extrapolated from {args.anchor_full_permutations}) | - | "
                 f"{extrapolated / ours_seconds:.0f}x |"
             )
         else:
             print(
-                f"| {label} | {args.rows} | {ours_seconds:.3f} | {ours.p_value:.4f} | - | - | - |"
+                f"| {label} | {args.rows} | {ours_seconds:.3f} / {ours_best:.3f} / {ours_cpu:.3f} "
+                f"| {ours.p_value:.4f} | - | - | - |"
             )
 
     reference, current = make_windows(args.rows, args.dim, 0.3, seed=1)
-    ks_seconds, ks = timed(
+    ks_seconds, _, ks_cpu, ks = timed(
         drift_test, args.repeats, reference, current, method="ks", random_state=0
     )
     print()
     print(
         f"KS-Bonferroni on the same 32 components, shifted, {args.rows} per side: "
-        f"{ks_seconds:.3f} s, p = {ks.p_value:.3g}"
+        f"{ks_seconds:.3f} s (cpu {ks_cpu:.3f} s), p = {ks.p_value:.3g}"
     )
     print(
         f"Prototype figure from the notes (RFF-MMD, 10,000 per side, 768 dims): "
@@ -192,7 +233,7 @@ def main() -> None:
     start = time.perf_counter()
     scorer = OutlierScorer(reference, random_state=0)
     fit_seconds = time.perf_counter() - start
-    score_seconds, scores = timed(scorer.score, 1, current)
+    score_seconds, _, _, scores = timed(scorer.score, 1, current)
     start = time.perf_counter()
     brute_force_knn_scores(reference, current, 10)
     anchor_knn_seconds = time.perf_counter() - start
@@ -205,6 +246,7 @@ def main() -> None:
         f"Flagged at 0.05 in the shifted window: {scores.flags(0.05).mean():.3f}. Prototype "
         f"figure from the notes for the full-reference kNN: {PROTOTYPE_KNN_FULL_SECONDS} s."
     )
+    print(f"# load average at end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -36,8 +36,9 @@ class DriftResult:
     Attributes
     ----------
     statistic : float
-        ``"mmd"``: squared MMD estimated with random Fourier features (biased form) in PCA
-        space. ``"mmd_exact"``: unbiased MMD^2 from the full kernel in PCA space.
+        ``"mmd"``: squared MMD estimated with random Fourier features (biased form) in the
+        (whitened by default) PCA space. ``"mmd_exact"``: unbiased MMD^2 from the full kernel
+        in the same space.
         ``"ks"``: the Kolmogorov-Smirnov distance of the component with the smallest p-value.
     p_value : float
         Permutation p-value ``(1 + k) / (1 + B)`` for the MMD methods; Bonferroni-adjusted
@@ -158,12 +159,13 @@ def drift_test(
     Notes
     -----
     Fitting the PCA on the reference alone would make reference rows look closer to the
-    projection than current rows and inflate false alarms. The pooled fit is a symmetric
-    function of all rows, so permuting the window labels leaves it unchanged and the
-    permutation test keeps its level; so are the dropping and whitening of components. The
-    default bandwidth depends on the reference rows
-    only, as when a detector is fitted once on its reference; the permutations keep it fixed.
-    The calibration tests check the resulting false-alarm rate.
+    projection than current rows and inflate false alarms. The pooled fit, the dropping of flat
+    components and the whitening are symmetric functions of all rows, so permuting the window
+    labels leaves them unchanged and the permutation test keeps its level. The default
+    bandwidth depends on the reference rows only, as when a detector is fitted once on its
+    reference, and the permutations keep it fixed. This breaks the exact symmetry slightly, so
+    the false-alarm rate is measured instead of assumed: the calibration tests hold it within
+    [0.02, 0.08] at alpha = 0.05 for several distribution shapes and sizes from 50 to 5,000.
 
     Examples
     --------
