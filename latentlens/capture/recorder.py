@@ -147,7 +147,7 @@ def _root_pre_hook(recorder_ref: weakref.ref, module: nn.Module, args: tuple, kw
 
 @torch.compiler.disable
 def _output_hook(
-    recorder_ref: weakref.ref, layer: str, module: nn.Module, args: tuple, kwargs: dict, output: Any
+    recorder_ref: weakref.ref, layer: str, module: nn.Module, args: tuple, output: Any
 ) -> None:
     recorder = recorder_ref()
     if recorder is not None and recorder._scope is not None and recorder._scope.active:
@@ -390,8 +390,10 @@ class ActivationRecorder:
                         functools.partial(_input_hook, reference, name), with_kwargs=True
                     )
                 else:
+                    # Without with_kwargs: some torch versions recompile a compiled model on
+                    # every call when a submodule has a keyword-argument forward hook.
                     handle = module.register_forward_hook(
-                        functools.partial(_output_hook, reference, name), with_kwargs=True
+                        functools.partial(_output_hook, reference, name)
                     )
                 handles.append(handle)
         except BaseException:

@@ -423,6 +423,33 @@ def test_hooks_installed_before_compile_keep_working():
     assert len(recorder.activations("fc2")) == 12
 
 
+def test_compiled_model_compiles_once():
+    compiled_graphs = []
+
+    def counting_backend(graph_module, example_inputs):
+        compiled_graphs.append(graph_module)
+        return graph_module.forward
+
+    model = Net()
+    x = torch.randn(3, 4)
+    recorder = ActivationRecorder(model, ["fc1", "fc2"])
+    with recorder:
+        compiled = torch.compile(model, backend=counting_backend)
+        compiled(x)
+        graphs_after_first_call = len(compiled_graphs)
+        for step in range(4):
+            with recorder.record(step=step):
+                compiled(x)
+            compiled(x)
+    assert graphs_after_first_call > 0
+    assert len(compiled_graphs) == graphs_after_first_call
+    assert recorder.steps("fc2") == [0, 1, 2, 3]
+    np.testing.assert_allclose(
+        recorder.activations("fc2", step=3).values, model(x).detach().numpy(), atol=1e-6
+    )
+    torch._dynamo.reset()
+
+
 def test_fullgraph_compile_fails_with_clear_message():
     model = Net()
     with pytest.raises(ValueError, match="fullgraph=True"):
