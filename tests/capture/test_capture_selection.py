@@ -151,3 +151,18 @@ def test_checkpoint_wrapper_names_are_canonical():
     assert list(resolved) == ["layer.0", "layer.1", "layer.2"]
     # The name points at the wrapped block, not at the wrapper.
     assert isinstance(resolved["layer.1"], Block)
+
+
+def test_capture_imports_no_projection_or_export():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, latentlens.capture; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('umap', 'tensorboard', 'numba', 'pynndescent') or "
+        "m.startswith(('latentlens.scores', 'latentlens.export', 'latentlens.umap'))))"
+    )
+    command = [sys.executable, "-c", code]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
