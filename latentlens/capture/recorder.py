@@ -190,7 +190,7 @@ class ActivationRecorder:
     """Capture pooled activations of chosen layers with forward hooks.
 
     Hooks are installed by ``with recorder:`` (or :meth:`attach`) and removed when the
-    block ends, also when it ends with an exception; only the recorder's own handles
+    block ends, also when it ends with an exception. Only the recorder's own handles
     are removed. Rows are captured only inside ``with recorder.record(...):``. In the
     hook each capture is extracted from the module output, pooled under ``no_grad``,
     detached, cast to float32 and copied off the device, so later in-place operations

@@ -1,6 +1,6 @@
 """On-disk format for captured activations: one file per layer and a JSON manifest.
 
-A folder written by :func:`save_activations` holds
+A folder written by :func:`save_activations` contains
 
 - ``manifest.json``: format name and version, one entry per layer (file name, row and
   feature counts, the steps present, the metadata columns) and the caller's ``extra``;
