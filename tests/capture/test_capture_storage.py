@@ -266,3 +266,31 @@ def test_reservoir_larger_than_budget_drops_with_warning():
     assert recorder.dropped_rows == 50
     assert recorder.steps("0") == [1]
     assert recorder.activations("0").metadata["sample"].tolist() == list(range(50, 60))
+
+
+def test_failed_save_keeps_previous_capture(tmp_path, monkeypatch):
+    import safetensors.numpy
+
+    old = {"a": Activations(np.ones((2, 2), np.float32), {"step": np.zeros(2, np.int64)})}
+    save_activations(tmp_path, old)
+    calls = []
+    real_save = safetensors.numpy.save_file
+
+    def failing_save(tensors, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real_save(tensors, path, *args, **kwargs)
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", failing_save)
+    new = {
+        "b": Activations(np.zeros((3, 2), np.float32), {}),
+        "c": Activations(np.zeros((3, 2), np.float32), {}),
+    }
+    with pytest.raises(OSError, match="disk full"):
+        save_activations(tmp_path, new)
+    # The manifest is written last, so readers still see the earlier capture in full.
+    loaded = load_activations(tmp_path)
+    assert list(loaded) == ["a"]
+    np.testing.assert_array_equal(loaded["a"].values, old["a"].values)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
