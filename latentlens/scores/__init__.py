@@ -1,7 +1,7 @@
 """Drift tests and outlier scores on activation matrices, with calibrated p-values.
 
-Everything here takes plain numpy arrays of shape ``(n_samples, n_features)`` and depends only
-on numpy, scipy and scikit-learn; it never imports torch, TensorBoard or the UMAP engine.
+Everything here takes plain numpy arrays of shape ``(n_samples, n_features)``. It depends only
+on numpy, scipy and scikit-learn, and imports neither torch, TensorBoard nor the UMAP engine.
 
 - :func:`drift_test`: is a current window drawn from the reference distribution?
 - :func:`per_class_drift`: the same question per class, plus a test on the class mix.

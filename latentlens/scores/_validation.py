@@ -78,7 +78,9 @@ def check_probability(name: str, value: object) -> float:
         raise TypeError(f"{name} must be a float in (0, 1); got {value!r}.")
     value = float(value)
     if not 0.0 < value < 1.0:
-        raise ValueError(f"{name} must lie strictly between 0 and 1; got {value!r}. Use e.g. 0.05.")
+        raise ValueError(
+            f"{name} must lie strictly between 0 and 1; got {value!r}. Use for example 0.05."
+        )
     return value
 
 

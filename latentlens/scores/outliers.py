@@ -57,9 +57,9 @@ class OutlierScores:
 class OutlierScorer:
     """Score how unusual rows are relative to a reference, with calibrated p-values.
 
-    The reference rows are shuffled and split in two. The bank (at most ``max_bank_size``
-    rows) is what new rows are compared with; the calibration rows, which the bank never sees,
-    are scored like new rows and give the null distribution of scores. A row's p-value is the
+    The reference rows are shuffled and split in two. New rows are compared with the bank (at
+    most ``max_bank_size`` rows). The calibration rows are not in the bank, so they are scored
+    exactly like new rows and give the null distribution of scores. A row's p-value is the
     share of calibration scores at least as large as its own (split conformal prediction), so
     rows drawn from the reference distribution get p-values that are uniform up to a step of
     ``1 / (n_calibration + 1)``.

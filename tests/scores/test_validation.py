@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -128,3 +131,16 @@ def test_outlier_score_rejects_bad_rows(windows):
 def test_drift_rejects_bad_whiten(windows):
     with pytest.raises(TypeError, match="whiten must be True or False; got 'no'"):
         drift_test(*windows, whiten="no")
+
+
+def test_scores_import_no_heavy_modules():
+    """latentlens.scores works on plain arrays and pulls in none of the other layers."""
+    code = (
+        "import sys, latentlens.scores; "
+        "print(sorted(m for m in ('torch', 'tensorboard', 'numba', 'latentlens.umap', "
+        "'latentlens.capture', 'latentlens.export') if m in sys.modules))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert completed.stdout.strip() == "[]"
