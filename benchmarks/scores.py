@@ -24,8 +24,13 @@ all reference rows in numpy.
 processes, multi-threaded OpenBLAS spin-waits and can be many times slower than one thread.
 ``--anchor-rows 0`` skips the anchors.
 
+``--calibration-trials N`` instead prints false-alarm rates of ``drift_test`` with its defaults
+at alpha = 0.05 over N no-drift trials per case (four distribution shapes of width 6, three
+window sizes, MMD and KS), as a longer check than the test suite's 200-400 trials.
+
 Run: python benchmarks/scores.py [--rows 10000] [--dim 768] [--repeats 5]
      [--anchor-rows 2000] [--anchor-full-permutations 3] [--blas-threads N]
+     [--calibration-trials N]
 """
 
 from __future__ import annotations
@@ -143,6 +148,7 @@ def main() -> None:
     parser.add_argument("--anchor-rows", type=int, default=2000)
     parser.add_argument("--anchor-full-permutations", type=int, default=3)
     parser.add_argument("--blas-threads", type=int, default=None)
+    parser.add_argument("--calibration-trials", type=int, default=0)
     args = parser.parse_args()
 
     import threadpoolctl
@@ -152,7 +158,10 @@ def main() -> None:
     import latentlens.scores  # noqa: F401
 
     with threadpoolctl.threadpool_limits(args.blas_threads, user_api="blas"):
-        run(args)
+        if args.calibration_trials > 0:
+            run_calibration(args.calibration_trials)
+        else:
+            run(args)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -247,6 +256,49 @@ def run(args: argparse.Namespace) -> None:
         f"figure from the notes for the full-reference kNN: {PROTOTYPE_KNN_FULL_SECONDS} s."
     )
     print(f"# load average at end: {os.getloadavg()[0]:.1f}")
+
+
+def draw_null_rows(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Draw ``size`` rows of width 6 from one of four fixed distributions."""
+    if shape == "gaussian":
+        return rng.normal(size=(size, 6))
+    if shape == "student_t2":
+        return rng.standard_t(2, size=(size, 6))
+    if shape == "clustered":
+        centers = np.zeros((3, 6))
+        centers[1, 0] = centers[2, 1] = 4.0
+        return centers[rng.integers(0, 3, size)] + 0.5 * rng.normal(size=(size, 6))
+    rotation, _ = np.linalg.qr(np.random.default_rng(99).normal(size=(6, 6)))
+    return (rng.normal(size=(size, 6)) * np.geomspace(1.0, 100.0, 6)) @ rotation
+
+
+def run_calibration(trials: int) -> None:
+    """Print the share of no-drift trials that ``drift_test`` flags at alpha = 0.05."""
+    from latentlens.scores import drift_test
+
+    shapes = ("gaussian", "student_t2", "clustered", "anisotropic")
+    sizes = ((50, 50), (50, 500), (500, 500))
+    print(f"# false-alarm rate at alpha = 0.05, {trials} trials per cell, drift_test defaults")
+    print(f"# binomial standard deviation at rate 0.05: {np.sqrt(0.05 * 0.95 / trials):.4f}")
+    print()
+    print("| method | shape | " + " | ".join(f"{n} vs {m}" for n, m in sizes) + " |")
+    print("|---|---|" + "---:|" * len(sizes))
+    for method in ("mmd", "ks"):
+        for index, shape in enumerate(shapes):
+            rates = []
+            for n_reference, n_current in sizes:
+                rng = np.random.default_rng(1000 * index + n_reference + n_current)
+                alarms = sum(
+                    drift_test(
+                        draw_null_rows(shape, n_reference, rng),
+                        draw_null_rows(shape, n_current, rng),
+                        method=method,
+                        random_state=trial,
+                    ).drift
+                    for trial in range(trials)
+                )
+                rates.append(alarms / trials)
+            print(f"| {method} | {shape} | " + " | ".join(f"{rate:.4f}" for rate in rates) + " |")
 
 
 if __name__ == "__main__":
