@@ -69,6 +69,10 @@ MIN_TRAINING_EPOCHS = 5
 MIN_INIT_EPOCHS = 10
 MAX_DEFAULT_EPOCHS = 500
 
+# Training rows up to this size are copied to the GPU once; NOTE: the bound is a
+# guess that leaves room for the networks on a GPU of 8 GiB or more.
+MAX_DEVICE_DATA_BYTES = 2 * 1024**3
+
 
 def _epochs_for_steps(steps: int, batches_per_epoch: int, minimum: int) -> int:
     """Return the epochs that reach about ``steps`` optimizer steps, within [minimum, 500]."""
@@ -209,8 +213,8 @@ class ParametricUMAP(BaseEstimator):
     batch_size : int, default=512
         Positive edges per training step.
     n_training_epochs : int or None, default=None
-        Epochs of the UMAP loss; one epoch draws as many edges as the sum of the
-        graph weights, the number of edge updates of one epoch of UMAP. None
+        Epochs of the UMAP loss. One epoch draws as many edges as the sum of the
+        graph weights, which is the number of edge updates in one UMAP epoch. None
         chooses enough epochs for about 2,000 optimizer steps (500 after an
         ``init_layout``), at least 5 and at most 500.
     n_init_epochs : int or None, default=None
@@ -413,7 +417,7 @@ class ParametricUMAP(BaseEstimator):
         Raises
         ------
         ValueError
-            If a setting is out of range, ``X`` holds NaN or infinity, has no more
+            If a setting is out of range, ``X`` contains NaN or infinity, has no more
             rows than ``n_neighbors``, or does not fit the encoder.
         TypeError
             If ``X``, ``encoder`` or ``decoder`` has an unsupported type.
@@ -586,8 +590,8 @@ class ParametricUMAP(BaseEstimator):
     def _train(self, rows: np.ndarray, layout: np.ndarray | None, rng: np.random.Generator) -> None:
         device = self.device_
         X = torch.from_numpy(rows)
-        if device.type != "cpu":
-            X = X.to(device)
+        if device.type != "cpu" and rows.nbytes <= MAX_DEVICE_DATA_BYTES:
+            X = X.to(device)  # larger data stays on the CPU and is copied batch by batch
 
         self.init_loss_history_: list[float] = []
         if layout is not None:
