@@ -402,10 +402,13 @@ def _check_writable_dir(path: Path, option: str) -> None:
 
 
 def _to_jsonable(value: Any) -> Any:
+    # JSON has no NaN, so untested classes and missing values become null.
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        return _to_jsonable(value.tolist())
     if isinstance(value, dict):
         return {key: _to_jsonable(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
@@ -414,7 +417,7 @@ def _to_jsonable(value: Any) -> Any:
 
 
 def echo_json(payload: Any) -> None:
-    click.echo(json.dumps(_to_jsonable(payload), indent=2, allow_nan=True))
+    click.echo(json.dumps(_to_jsonable(payload), indent=2, allow_nan=False))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -240,6 +240,16 @@ def test_drift_by_class_table(captured):
     assert "class asyncio" in result.output
 
 
+def test_drift_json_is_strict(captured):
+    result = _invoke("drift", captured["docs_a"], captured["docs_b"], "--by-class", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output, parse_constant=pytest.fail)
+    rows = report["layers"][0]["by_class"]["classes"]
+    untested = [row for row in rows if row["status"] != "tested"]
+    assert untested
+    assert all(row["p_value"] is None for row in untested)
+
+
 def test_drift_rejects_missing_folder(captured, tmp_path):
     result = _invoke("drift", captured["docs_a"], tmp_path / "missing")
     assert result.exit_code == 2
