@@ -222,12 +222,15 @@ def test_init_layout_array_is_regressed(blobs):
     layout = np.stack([labels * 5.0, -labels * 2.0], axis=1).astype(np.float32)
     mapper = ParametricUMAP(
         init_layout=layout,
-        n_init_epochs=60,
+        n_init_epochs=150,
         n_training_epochs=0,
         input_noise=0.0,
+        learning_rate=3e-3,
         **{**SMALL, "batch_size": 64},
     ).fit(rows)
-    assert mapper.init_loss_history_[-1] < 0.05 * mapper.init_loss_history_[0]
+    assert mapper.init_loss_history_[-1] < 0.01 * mapper.init_loss_history_[0]
+    # Each row lands near its target: well under the gap of 2 between cluster targets.
+    assert np.abs(mapper.embedding_ - layout).mean() < 0.2
     assert np.abs(mapper.embedding_ - layout).max() < 1.0
 
 
