@@ -45,7 +45,8 @@ def main():
         start = time.perf_counter()
         approx, _ = graph.nearest_neighbors(X, args.k, method="forest", random_state=0)
         forest_s = time.perf_counter() - start
-        recall = np.mean([len(set(a) & set(b)) / args.k for a, b in zip(approx, exact)])
+        pairs = zip(approx, exact, strict=True)
+        recall = np.mean([len(set(a) & set(b)) / args.k for a, b in pairs])
         print(f"| {n} | {exact_s:.2f} | {forest_s:.2f} | {recall:.4f} |", flush=True)
 
 

@@ -95,8 +95,11 @@ def child(engine, dataset, data_file, mode):
     loaded = time.perf_counter()
     UMAP().fit(X)
     first_fit = time.perf_counter() - loaded
-    result = {"import": imported - start, "first_fit": first_fit,
-              "process_fit": imported - start + first_fit}
+    result = {
+        "import": imported - start,
+        "first_fit": first_fit,
+        "process_fit": imported - start + first_fit,
+    }
     if mode == "first":
         print(json.dumps(result))
         return
@@ -136,7 +139,8 @@ def main():
         return
 
     names = args.datasets or (
-        ["digits", "clusters5000x128"] if args.quick
+        ["digits", "clusters5000x128"]
+        if args.quick
         else ["digits", "clusters20000x128", "minilm", "clusters60000x64"]
     )
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="umap-bench-"))
@@ -154,18 +158,41 @@ def main():
             cache.mkdir(exist_ok=True)
             first = run_child(engine, name, data_file, "first", cache)
             cold = run_child(engine, name, data_file, "cold", cache)
-            results[engine] = {"first_ever": first["process_fit"], "cold": cold["process_fit"],
-                               **{k: cold[k] for k in ("warm_fit", "transform", "trust", "knn")}}
+            results[engine] = {
+                "first_ever": first["process_fit"],
+                "cold": cold["process_fit"],
+                **{k: cold[k] for k in ("warm_fit", "transform", "trust", "knn")},
+            }
             print(f"# {name} {engine}: {json.dumps(results[engine])}", flush=True)
         ours, theirs = results["latentlens"], results["umap-learn"]
         shape = f"{X_train.shape[0]}x{X_train.shape[1]}"
-        for key, label in [("warm_fit", "warm fit s"), ("cold", "cold fit s (new process)"),
-                           ("first_ever", "first-ever fit s"), ("transform", "transform 2k s")]:
-            rows.append((name, shape, label, f"{ours[key]:.2f}", f"{theirs[key]:.2f}",
-                         ratio(ours[key], theirs[key])))
+        for key, label in [
+            ("warm_fit", "warm fit s"),
+            ("cold", "cold fit s (new process)"),
+            ("first_ever", "first-ever fit s"),
+            ("transform", "transform 2k s"),
+        ]:
+            rows.append(
+                (
+                    name,
+                    shape,
+                    label,
+                    f"{ours[key]:.2f}",
+                    f"{theirs[key]:.2f}",
+                    ratio(ours[key], theirs[key]),
+                )
+            )
         for key, label in [("trust", "trustworthiness(10)"), ("knn", "10-NN accuracy")]:
-            rows.append((name, shape, label, f"{ours[key]:.4f}", f"{theirs[key]:.4f}",
-                         f"{ours[key] - theirs[key]:+.4f}"))
+            rows.append(
+                (
+                    name,
+                    shape,
+                    label,
+                    f"{ours[key]:.4f}",
+                    f"{theirs[key]:.4f}",
+                    f"{ours[key] - theirs[key]:+.4f}",
+                )
+            )
     print(f"# load average after: {os.getloadavg()[0]:.2f}")
     print("| data | rows x dims | measure | latentlens | umap-learn | ratio / diff |")
     print("|---|---|---|---|---|---|")

@@ -164,8 +164,9 @@ def build_forest(data, seed, n_trees, leaf_size, orders, leaf_of_point, leaf_sta
 
 
 @numba.njit(cache=True, parallel=True, fastmath=FAST_FLAGS)
-def leaf_candidates(data, orders, leaf_of_point, leaf_starts, leaf_stops, metric_code,
-                    out_values, out_labels):
+def leaf_candidates(
+    data, orders, leaf_of_point, leaf_starts, leaf_stops, metric_code, out_values, out_labels
+):
     """Fill each point's sorted row with the closest rows sharing a leaf in any tree."""
     n = data.shape[0]
     n_trees = orders.shape[0]
@@ -211,9 +212,22 @@ def _flagged_push(values, labels, flags, value, label):
 
 
 @numba.njit(cache=True, parallel=True, fastmath=FAST_FLAGS)
-def descent_round(data, metric_code, old_values, old_labels, old_flags, reverse_indptr,
-                  reverse_rows, reverse_new, max_reverse, max_expand, new_values, new_labels,
-                  new_flags, changed):
+def descent_round(
+    data,
+    metric_code,
+    old_values,
+    old_labels,
+    old_flags,
+    reverse_indptr,
+    reverse_rows,
+    reverse_new,
+    max_reverse,
+    max_expand,
+    new_values,
+    new_labels,
+    new_flags,
+    changed,
+):
     """One round of neighbour descent, writing ``new_*`` rows and ``changed`` counts.
 
     Point ``p`` starts from its previous row and tries the neighbours ``r`` of its
@@ -241,9 +255,7 @@ def descent_round(data, metric_code, old_values, old_labels, old_flags, reverse_
                 r = old_labels[q, m]
                 if r < 0 or r == p or not (q_is_new or old_flags[q, m] == 1):
                     continue
-                count += _flagged_push(
-                    values, labels, flags, _distance(data, p, r, metric_code), r
-                )
+                count += _flagged_push(values, labels, flags, _distance(data, p, r, metric_code), r)
         stop = min(reverse_indptr[p + 1], reverse_indptr[p] + max_reverse)
         for e in range(reverse_indptr[p], stop):
             q = reverse_rows[e]
@@ -251,16 +263,12 @@ def descent_round(data, metric_code, old_values, old_labels, old_flags, reverse_
                 continue
             q_is_new = reverse_new[e] == 1
             if q_is_new:
-                count += _flagged_push(
-                    values, labels, flags, _distance(data, p, q, metric_code), q
-                )
+                count += _flagged_push(values, labels, flags, _distance(data, p, q, metric_code), q)
             for m in range(1, k):
                 r = old_labels[q, m]
                 if r < 0 or r == p or not (q_is_new or old_flags[q, m] == 1):
                     continue
-                count += _flagged_push(
-                    values, labels, flags, _distance(data, p, r, metric_code), r
-                )
+                count += _flagged_push(values, labels, flags, _distance(data, p, r, metric_code), r)
         changed[p] = count
 
 
@@ -295,8 +303,17 @@ def _pool_push(values, labels, expanded, value, label):
 
 
 @numba.njit(cache=True, parallel=True, fastmath=FAST_FLAGS)
-def graph_query(queries, data, knn_indices, landmarks, n_seeds, pool_size, metric_code,
-                out_indices, out_distances):
+def graph_query(
+    queries,
+    data,
+    knn_indices,
+    landmarks,
+    n_seeds,
+    pool_size,
+    metric_code,
+    out_indices,
+    out_distances,
+):
     """Find neighbours of each query among ``data`` by best-first search on its kNN graph.
 
     Each query compares itself with every landmark row, starts from the ``n_seeds``

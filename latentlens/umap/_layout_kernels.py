@@ -102,9 +102,7 @@ def _update_vertex(
                 position[c] += attract_step * step
         epoch_of_next_sample[e] += epochs_per_sample[e]
 
-        n_negative = int(
-            (epoch - epoch_of_next_negative_sample[e]) / epochs_per_negative_sample[e]
-        )
+        n_negative = int((epoch - epoch_of_next_negative_sample[e]) / epochs_per_negative_sample[e])
         # The negative samples of one edge all push from the same position and their
         # clipped steps are summed: the samples are independent of each other, so the
         # CPU overlaps them instead of waiting on one long chain of dependent updates.
@@ -176,9 +174,26 @@ def sgd_epoch(
     """
     for i in numba.prange(current.shape[0]):
         _update_vertex(
-            i, current, scratch, previous, tail, indptr, tails, epochs_per_sample,
-            epoch_of_next_sample, epochs_per_negative_sample, epoch_of_next_negative_sample,
-            vertex_keys, seed, epoch, alpha, a, b, gamma, attraction_scale, self_is_tail,
+            i,
+            current,
+            scratch,
+            previous,
+            tail,
+            indptr,
+            tails,
+            epochs_per_sample,
+            epoch_of_next_sample,
+            epochs_per_negative_sample,
+            epoch_of_next_negative_sample,
+            vertex_keys,
+            seed,
+            epoch,
+            alpha,
+            a,
+            b,
+            gamma,
+            attraction_scale,
+            self_is_tail,
         )
 
 
@@ -220,10 +235,26 @@ def sgd_epochs_serial(
         tail = fixed_tail if use_fixed_tail else previous
         for i in range(current.shape[0]):
             _update_vertex(
-                i, current, scratch, previous, tail, indptr, tails, epochs_per_sample,
-                epoch_of_next_sample, epochs_per_negative_sample,
-                epoch_of_next_negative_sample, vertex_keys, seed, epoch, alpha, a, b, gamma,
-                attraction_scale, not use_fixed_tail,
+                i,
+                current,
+                scratch,
+                previous,
+                tail,
+                indptr,
+                tails,
+                epochs_per_sample,
+                epoch_of_next_sample,
+                epochs_per_negative_sample,
+                epoch_of_next_negative_sample,
+                vertex_keys,
+                seed,
+                epoch,
+                alpha,
+                a,
+                b,
+                gamma,
+                attraction_scale,
+                not use_fixed_tail,
             )
         previous, current = current, previous
     if (stop_epoch - first_epoch) % 2 == 1:

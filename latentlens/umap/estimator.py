@@ -300,8 +300,11 @@ class UMAP:
         rows = X[first]
         n_unique = first.size
         if n_unique < n_samples:
-            self._log("%d of %d rows are duplicates; each distinct row is fitted once",
-                      n_samples - n_unique, n_samples)
+            self._log(
+                "%d of %d rows are duplicates; each distinct row is fitted once",
+                n_samples - n_unique,
+                n_samples,
+            )
 
         if n_unique == 1:
             warnings.warn(
@@ -330,11 +333,16 @@ class UMAP:
         if knn is None:
             self._log("searching %d nearest neighbours of %d rows", k, n_unique)
             knn = graph_module.nearest_neighbors(
-                rows, k, metric=self.metric, random_state=seed % (2**31),
+                rows,
+                k,
+                metric=self.metric,
+                random_state=seed % (2**31),
                 method=self.knn_method,
             )
         fuzzy = graph_module.fuzzy_simplicial_set(
-            knn[0], knn[1], n_unique,
+            knn[0],
+            knn[1],
+            n_unique,
             local_connectivity=self.local_connectivity,
             set_op_mix_ratio=self.set_op_mix_ratio,
         )
@@ -355,8 +363,11 @@ class UMAP:
         n = self._train_rows.shape[0]
         self._knn_indices = None
         self._landmarks = None
-        limit = (graph_module.EXACT_MAX_ROWS_MANHATTAN if self.metric == "manhattan"
-                 else graph_module.EXACT_MAX_ROWS)
+        limit = (
+            graph_module.EXACT_MAX_ROWS_MANHATTAN
+            if self.metric == "manhattan"
+            else graph_module.EXACT_MAX_ROWS
+        )
         if self.knn_method == "exact" or (self.knn_method == "auto" and n <= limit):
             return
         self._knn_indices = np.ascontiguousarray(knn_indices, dtype=np.int32)
@@ -403,10 +414,18 @@ class UMAP:
 
         try:
             return layout.optimize_layout(
-                start, None, schedule,
-                n_epochs=n_epochs, a=self.a_, b=self.b_, seed=seed, vertex_keys=keys,
-                gamma=float(self.repulsion_strength), initial_alpha=float(self.learning_rate),
-                move_tail=True, progress=progress,
+                start,
+                None,
+                schedule,
+                n_epochs=n_epochs,
+                a=self.a_,
+                b=self.b_,
+                seed=seed,
+                vertex_keys=keys,
+                gamma=float(self.repulsion_strength),
+                initial_alpha=float(self.learning_rate),
+                move_tail=True,
+                progress=progress,
             )
         finally:
             if bar is not None:
@@ -512,7 +531,10 @@ class UMAP:
             )
         else:
             indices, distances = graph_module.exact_search(
-                queries, train, k, metric_code=1 if self.metric == "manhattan" else 0,
+                queries,
+                train,
+                k,
+                metric_code=1 if self.metric == "manhattan" else 0,
                 block_rows=graph_module.QUERY_BLOCK_ROWS,
             )
         graph_module.convert_distances(distances, self.metric)
@@ -556,10 +578,17 @@ class UMAP:
         schedule["epoch_of_next_negative_sample"] = schedule["epochs_per_negative_sample"].copy()
         keys = _graph_kernels.hash_rows(X)
         return layout.optimize_layout(
-            start, self._unique_embedding, schedule,
-            n_epochs=n_epochs, a=self.a_, b=self.b_, seed=self._seed, vertex_keys=keys,
+            start,
+            self._unique_embedding,
+            schedule,
+            n_epochs=n_epochs,
+            a=self.a_,
+            b=self.b_,
+            seed=self._seed,
+            vertex_keys=keys,
             gamma=float(self.repulsion_strength),
-            initial_alpha=float(self.learning_rate) / 4.0, move_tail=False,
+            initial_alpha=float(self.learning_rate) / 4.0,
+            move_tail=False,
         )
 
     # persistence -------------------------------------------------------------------------

@@ -39,9 +39,7 @@ FIT_BLOCK_ROWS = 512
 
 def _check_metric(metric):
     if metric not in METRICS:
-        raise ValueError(
-            f"metric={metric!r} is not supported; use one of {', '.join(METRICS)}."
-        )
+        raise ValueError(f"metric={metric!r} is not supported; use one of {', '.join(METRICS)}.")
 
 
 def prepare_rows(X, metric, center=None):
@@ -113,7 +111,11 @@ def exact_search(queries, data, n_neighbors, *, metric_code=0, self_offset=None,
         rows = slice(0, stop - start)
         if metric_code == 0:
             kernels.refine_distances(
-                queries[start:stop], data, cand_indices[rows], 0, indices[start:stop],
+                queries[start:stop],
+                data,
+                cand_indices[rows],
+                0,
+                indices[start:stop],
                 distances[start:stop],
             )
         else:
@@ -143,9 +145,19 @@ def _move_self_first(indices, distances, self_offset):
         distances[i] = [0.0, *dist]
 
 
-def forest_search(data, n_neighbors, metric, seed, *, n_trees=None, leaf_size=None,
-                  max_rounds=10, tolerance=0.001, search_neighbors=None,
-                  max_expand=None):
+def forest_search(
+    data,
+    n_neighbors,
+    metric,
+    seed,
+    *,
+    n_trees=None,
+    leaf_size=None,
+    max_rounds=10,
+    tolerance=0.001,
+    search_neighbors=None,
+    max_expand=None,
+):
     """Approximate kNN of prepared rows: random projection forest, then neighbour descent.
 
     Both steps are numba kernels cached on disk (see :mod:`latentlens.umap._ann_kernels`),
@@ -173,12 +185,12 @@ def forest_search(data, n_neighbors, metric, seed, *, n_trees=None, leaf_size=No
     leaf_of_point = np.empty((n_trees, n), dtype=np.int64)
     leaf_starts = np.zeros((n_trees, n), dtype=np.int64)
     leaf_stops = np.zeros((n_trees, n), dtype=np.int64)
-    ann.build_forest(data, seed, n_trees, leaf_size, orders, leaf_of_point, leaf_starts,
-                     leaf_stops)
+    ann.build_forest(data, seed, n_trees, leaf_size, orders, leaf_of_point, leaf_starts, leaf_stops)
     values = np.empty((n, n_neighbors), dtype=np.float32)
     labels = np.empty((n, n_neighbors), dtype=np.int32)
-    ann.leaf_candidates(data, orders, leaf_of_point, leaf_starts, leaf_stops, metric_code,
-                        values, labels)
+    ann.leaf_candidates(
+        data, orders, leaf_of_point, leaf_starts, leaf_stops, metric_code, values, labels
+    )
     del orders, leaf_of_point, leaf_starts, leaf_stops
 
     new_values = np.empty_like(values)
@@ -195,10 +207,22 @@ def forest_search(data, n_neighbors, metric, seed, *, n_trees=None, leaf_size=No
         reverse_new = flags[:, 1:].ravel()[valid][order]
         reverse_indptr = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(np.bincount(targets[valid], minlength=n), out=reverse_indptr[1:])
-        ann.descent_round(data, metric_code, values, labels, flags, reverse_indptr,
-                          reverse_rows, reverse_new, n_neighbors, max_expand, new_values,
-                          new_labels,
-                          new_flags, changed)
+        ann.descent_round(
+            data,
+            metric_code,
+            values,
+            labels,
+            flags,
+            reverse_indptr,
+            reverse_rows,
+            reverse_new,
+            n_neighbors,
+            max_expand,
+            new_values,
+            new_labels,
+            new_flags,
+            changed,
+        )
         values, new_values = new_values, values
         labels, new_labels = new_labels, labels
         flags, new_flags = new_flags, flags
@@ -214,8 +238,9 @@ def forest_search(data, n_neighbors, metric, seed, *, n_trees=None, leaf_size=No
     return labels, values
 
 
-def graph_search(queries, data, knn_indices, landmarks, n_neighbors, metric, *, pool_size=None,
-                 n_seeds=8):
+def graph_search(
+    queries, data, knn_indices, landmarks, n_neighbors, metric, *, pool_size=None, n_seeds=8
+):
     """Approximate kNN of prepared ``queries`` among prepared ``data`` through its kNN graph.
 
     Each query is searched on its own (see :func:`_ann_kernels.graph_query`), so its
@@ -231,9 +256,15 @@ def graph_search(queries, data, knn_indices, landmarks, n_neighbors, metric, *, 
     indices = np.empty((queries.shape[0], n_neighbors), dtype=np.int32)
     distances = np.empty((queries.shape[0], n_neighbors), dtype=np.float32)
     ann.graph_query(
-        np.ascontiguousarray(queries, dtype=np.float32), data,
-        np.ascontiguousarray(knn_indices, dtype=np.int64), landmarks.astype(np.int64),
-        n_seeds, pool_size, 1 if metric == "manhattan" else 0, indices, distances,
+        np.ascontiguousarray(queries, dtype=np.float32),
+        data,
+        np.ascontiguousarray(knn_indices, dtype=np.int64),
+        landmarks.astype(np.int64),
+        n_seeds,
+        pool_size,
+        1 if metric == "manhattan" else 0,
+        indices,
+        distances,
     )
     return indices, distances
 
@@ -331,8 +362,12 @@ def nearest_neighbors(
     use_exact = method == "exact" or (method == "auto" and n <= limit)
     if use_exact:
         indices, distances = exact_search(
-            data, data, n_neighbors, metric_code=1 if metric == "manhattan" else 0,
-            self_offset=0, block_rows=min(FIT_BLOCK_ROWS, n),
+            data,
+            data,
+            n_neighbors,
+            metric_code=1 if metric == "manhattan" else 0,
+            self_offset=0,
+            block_rows=min(FIT_BLOCK_ROWS, n),
         )
     elif method == "pynndescent":
         seed = None if random_state is None else int(random_state)
@@ -428,9 +463,7 @@ def symmetrize(directed, set_op_mix_ratio=1.0):
     """Combine a directed fuzzy graph with its transpose (fuzzy union / intersection)."""
     transpose = directed.T.tocsr()
     product = directed.multiply(transpose)
-    graph = set_op_mix_ratio * (directed + transpose - product) + (
-        1.0 - set_op_mix_ratio
-    ) * product
+    graph = set_op_mix_ratio * (directed + transpose - product) + (1.0 - set_op_mix_ratio) * product
     graph = scipy.sparse.csr_matrix(graph, dtype=np.float32)
     graph.eliminate_zeros()
     graph.sort_indices()
@@ -472,8 +505,7 @@ def find_ab_params(spread, min_dist):
         raise ValueError(f"spread={spread} must be positive; use e.g. spread=1.0.")
     if not 0 <= min_dist <= spread:
         raise ValueError(
-            f"min_dist={min_dist} must be in [0, spread={spread}]; lower min_dist or "
-            "raise spread."
+            f"min_dist={min_dist} must be in [0, spread={spread}]; lower min_dist or raise spread."
         )
     x = np.linspace(0.0, 3.0 * spread, 300)
     target = np.where(x < min_dist, 1.0, np.exp(-(x - min_dist) / spread))
@@ -493,9 +525,7 @@ def find_ab_params(spread, min_dist):
     cost = residual @ residual
     for _ in range(200):
         normal = jacobian.T @ jacobian
-        step = np.linalg.solve(
-            normal + damping * np.diag(np.diag(normal)), -jacobian.T @ residual
-        )
+        step = np.linalg.solve(normal + damping * np.diag(np.diag(normal)), -jacobian.T @ residual)
         trial = params + step
         if trial[0] <= 0 or trial[1] <= 0:
             damping *= 10.0

@@ -117,9 +117,22 @@ def optimize_layout(
         for first in range(0, n_epochs, report_every):
             stop = min(first + report_every, n_epochs)
             kernels.sgd_epochs_serial(
-                previous, current, scratch, previous if fixed_tail is None else fixed_tail,
-                *edge_arrays, keys, seed, first, stop, n_epochs, initial_alpha, np.float32(a), np.float32(b),
-                np.float32(gamma), scale, fixed_tail is not None,
+                previous,
+                current,
+                scratch,
+                previous if fixed_tail is None else fixed_tail,
+                *edge_arrays,
+                keys,
+                seed,
+                first,
+                stop,
+                n_epochs,
+                initial_alpha,
+                np.float32(a),
+                np.float32(b),
+                np.float32(gamma),
+                scale,
+                fixed_tail is not None,
             )
             if progress is not None:
                 progress(stop)
@@ -128,9 +141,20 @@ def optimize_layout(
     for epoch in range(n_epochs):
         alpha = initial_alpha * (1.0 - epoch / float(n_epochs))
         kernels.sgd_epoch(
-            current, scratch, previous, previous if fixed_tail is None else fixed_tail,
-            *edge_arrays, keys, seed, epoch, alpha, np.float32(a), np.float32(b),
-            np.float32(gamma), scale, fixed_tail is None,
+            current,
+            scratch,
+            previous,
+            previous if fixed_tail is None else fixed_tail,
+            *edge_arrays,
+            keys,
+            seed,
+            epoch,
+            alpha,
+            np.float32(a),
+            np.float32(b),
+            np.float32(gamma),
+            scale,
+            fixed_tail is None,
         )
         previous, current = current, previous
         if progress is not None and ((epoch + 1) % report_every == 0 or epoch + 1 == n_epochs):

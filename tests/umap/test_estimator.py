@@ -65,7 +65,7 @@ def test_graph_search_transform_batch_invariant(clusters):
         queries, model._train_rows, model._knn_indices, model._landmarks, 10, "euclidean"
     )
     exact, _ = graph.exact_search(queries, model._train_rows, 10, block_rows=256)
-    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, exact)])
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, exact, strict=True)])
     assert recall >= 0.9
 
 
@@ -161,8 +161,8 @@ def test_disconnected_graph_no_sklearn_warning():
         warnings.simplefilter("error")
         model = UMAP(n_neighbors=8, n_epochs=50, random_state=0).fit(X)
     assert np.isfinite(model.embedding_).all()
-    centres = np.stack([model.embedding_[i * 60:(i + 1) * 60].mean(0) for i in range(3)])
-    spreads = [model.embedding_[i * 60:(i + 1) * 60].std(0).max() for i in range(3)]
+    centres = np.stack([model.embedding_[i * 60 : (i + 1) * 60].mean(0) for i in range(3)])
+    spreads = [model.embedding_[i * 60 : (i + 1) * 60].std(0).max() for i in range(3)]
     gaps = [np.linalg.norm(centres[i] - centres[j]) for i in range(3) for j in range(i)]
     assert min(gaps) > 2 * max(spreads)
 
@@ -189,7 +189,8 @@ def test_constant_data_warns_and_stacks():
 
 def test_few_samples_adapt_n_neighbors():
     X = np.random.default_rng(5).normal(size=(12, 3))
-    with pytest.warns(UMAPParameterWarning, match=r"n_neighbors=15 is not below .*\(12\); using n_neighbors=11"):
+    message = r"n_neighbors=15 is not below .*\(12\); using n_neighbors=11"
+    with pytest.warns(UMAPParameterWarning, match=message):
         model = UMAP(n_neighbors=15, random_state=0).fit(X)
     assert model.n_neighbors_ == 11
     assert np.isfinite(model.embedding_).all()
@@ -210,10 +211,16 @@ def test_input_dtypes_match_float32(dtype, clusters):
 @pytest.mark.parametrize(
     ("value", "error", "message"),
     [
-        (np.array([[0.0, np.nan], [1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]), ValueError,
-         "NaN or infinite values in 1 row"),
-        (np.array([[0.0, np.inf], [1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]), ValueError,
-         "NaN or infinite"),
+        (
+            np.array([[0.0, np.nan], [1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]),
+            ValueError,
+            "NaN or infinite values in 1 row",
+        ),
+        (
+            np.array([[0.0, np.inf], [1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]),
+            ValueError,
+            "NaN or infinite",
+        ),
         (np.full((4, 2), 1e300), ValueError, "beyond the float32 range"),
         (np.zeros(5), ValueError, "must be 2-D"),
         (np.array([["a", "b"]]), TypeError, "needs real numbers"),

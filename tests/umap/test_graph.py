@@ -30,7 +30,7 @@ def test_exact_knn_matches_brute_force(metric):
     assert distances.dtype == np.float32
     assert np.array_equal(indices[:, 0], np.arange(300))
     np.testing.assert_allclose(distances, ref_distances, rtol=1e-4, atol=1e-5)
-    same = np.mean([set(a) == set(b) for a, b in zip(indices, ref_indices)])
+    same = np.mean([set(a) == set(b) for a, b in zip(indices, ref_indices, strict=True)])
     assert same == 1.0
 
 
@@ -47,7 +47,7 @@ def test_forest_search_recall_against_exact():
     X = (centres[rng.integers(0, 10, 3000)] + rng.normal(size=(3000, 16))).astype(np.float32)
     exact, exact_dist = graph.nearest_neighbors(X, 15, method="exact")
     approx, approx_dist = graph.nearest_neighbors(X, 15, method="forest", random_state=3)
-    recall = np.mean([len(set(a) & set(b)) / 15 for a, b in zip(approx, exact)])
+    recall = np.mean([len(set(a) & set(b)) / 15 for a, b in zip(approx, exact, strict=True)])
     assert recall >= 0.95
     assert np.array_equal(approx[:, 0], np.arange(3000))
     # Every reported distance is the true distance of the reported pair.

@@ -23,9 +23,7 @@ def _fast_pow_many(x, exponent):
 
 @numba.njit
 def _coefficients(d2, a, b, gamma):
-    return kernels.attractive_coefficient(d2, a, b), kernels.repulsive_coefficient(
-        d2, a, b, gamma
-    )
+    return kernels.attractive_coefficient(d2, a, b), kernels.repulsive_coefficient(d2, a, b, gamma)
 
 
 def attractive_loss(yi, yj):
@@ -93,7 +91,13 @@ def _run(fuzzy, start, parallel_min_edges, monkeypatch):
     monkeypatch.setattr(layout, "PARALLEL_MIN_EDGES", parallel_min_edges)
     schedule = layout.edge_schedule(fuzzy, 50, 5)
     return layout.optimize_layout(
-        start, None, schedule, n_epochs=50, a=A, b=B, seed=7,
+        start,
+        None,
+        schedule,
+        n_epochs=50,
+        a=A,
+        b=B,
+        seed=7,
         vertex_keys=np.arange(start.shape[0], dtype=np.uint64),
     )
 
@@ -123,7 +127,13 @@ def test_layout_reduces_cross_entropy():
     fuzzy, start = _small_problem(seed=2)
     schedule = layout.edge_schedule(fuzzy, 100, 5)
     end = layout.optimize_layout(
-        start, None, schedule, n_epochs=100, a=A, b=B, seed=3,
+        start,
+        None,
+        schedule,
+        n_epochs=100,
+        a=A,
+        b=B,
+        seed=3,
         vertex_keys=np.arange(start.shape[0], dtype=np.uint64),
     )
     coo = fuzzy.tocoo()
