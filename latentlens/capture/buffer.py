@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from latentlens.capture.activations import Activations
+from latentlens.capture.chunk import PendingChunk, materialize
 from latentlens.capture.storage import (
     load_activations,
     save_activations,
@@ -30,11 +31,14 @@ class CaptureBudgetWarning(UserWarning):
 
 @dataclass
 class _StepBuffer:
-    """Rows of one layer at one step: a list of chunks, or one reservoir chunk."""
+    """Rows of one layer at one step: a list of chunks, or one reservoir chunk.
+
+    Chunks added by the recorder's hooks stay ``PendingChunk`` until :meth:`rows` reads them.
+    """
 
     layer: str
     step: int
-    chunks: list[Activations] = field(default_factory=list)
+    chunks: list[Activations | PendingChunk] = field(default_factory=list)
     seen: int = 0
     rng: np.random.Generator | None = None
     nbytes: int = 0
@@ -43,7 +47,10 @@ class _StepBuffer:
         if not self.chunks:
             return None
         if len(self.chunks) > 1:
-            self.chunks = [Activations.concat(self.chunks, layer=self.layer)]
+            parts = [materialize(chunk) for chunk in self.chunks]
+            self.chunks = [Activations.concat(parts, layer=self.layer)]
+        elif isinstance(self.chunks[0], PendingChunk):
+            self.chunks = [self.chunks[0].materialize()]
         return self.chunks[0]
 
 
@@ -93,8 +100,12 @@ class CaptureStore:
 
     # -- adding rows -------------------------------------------------------------------
 
-    def add(self, layer: str, step: int, chunk: Activations) -> None:
-        """Add one pooled batch, keeping the reservoir and the budget."""
+    def add(self, layer: str, step: int, chunk: Activations | PendingChunk) -> None:
+        """Add one pooled batch, keeping the reservoir and the budget.
+
+        Without a reservoir a ``PendingChunk`` is stored as it is and its metadata is built
+        when it is read; ``chunk.nbytes`` already counts that metadata.
+        """
         with self._lock:
             key = (layer, step)
             buffer = self.buffers.get(key)
@@ -106,20 +117,23 @@ class CaptureStore:
 
             if self.max_rows_per_step is None:
                 chunk_bytes = chunk.nbytes
-                self._make_room(chunk_bytes, keep=key, include_keep=True)
-                if (
-                    self.memory_budget is not None
-                    and self.nbytes + chunk_bytes > self.memory_budget
-                ):
-                    # With spill_dir the chunk alone exceeds the budget; without it the open
-                    # step fills the budget and its later rows are dropped.
-                    self._overflow(layer, step, chunk)
-                    return
+                budget = self.memory_budget
+                if budget is not None and self.nbytes + chunk_bytes > budget:
+                    self._make_room(chunk_bytes, keep=key, include_keep=True)
+                    if self.nbytes + chunk_bytes > budget:
+                        # With spill_dir the chunk alone exceeds the budget; without it the
+                        # open step fills the budget and its later rows are dropped.
+                        self._overflow(layer, step, chunk)
+                        return
+                # Inline integer accounting: this runs in the forward hook of every step.
                 buffer.chunks.append(chunk)
-                self._account(buffer, buffer.nbytes + chunk_bytes)
+                buffer.nbytes += chunk_bytes
+                self.nbytes += chunk_bytes
+                if self.nbytes > self.peak_nbytes:
+                    self.peak_nbytes = self.nbytes
                 return
 
-            updated = self._reservoir_update(buffer, chunk)
+            updated = self._reservoir_update(buffer, materialize(chunk))
             if updated is None:
                 return
             new_bytes = updated.nbytes
@@ -195,10 +209,10 @@ class CaptureStore:
             self._drop(buffer.layer, buffer.step, sum(len(c) for c in buffer.chunks))
             self.nbytes -= buffer.nbytes
 
-    def _overflow(self, layer: str, step: int, chunk: Activations) -> None:
+    def _overflow(self, layer: str, step: int, chunk: Activations | PendingChunk) -> None:
         """Handle a chunk that does not fit even in an empty budget."""
         if self.spill_dir is not None:
-            self._write_shard({layer: chunk})
+            self._write_shard({layer: materialize(chunk)})
         else:
             self._drop(layer, step, len(chunk))
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["POOLING_MODES", "Pooled", "pool", "resolve_pooling"]
+__all__ = ["POOLING_MODES", "Pooled", "mean_weights", "pool", "resolve_pooling"]
 
 POOLING_MODES = ("auto", "mean", "first", "cls", "last", "max", "spatial_mean", "flatten", "none")
 
@@ -198,14 +198,14 @@ def _spatial_mean(tensor: torch.Tensor) -> torch.Tensor:
     batch, channels = tensor.shape[0], tensor.shape[1]
     positions = tensor[0, 0].numel() if batch and channels else 0
     if tensor.dtype in _MATMUL_DTYPES and tensor.is_contiguous() and positions:
-        weights = _mean_weights(positions, tensor.dtype, tensor.device)
+        weights = mean_weights(positions, tensor.dtype, tensor.device)
         total = torch.mv(tensor.view(batch * channels, positions), weights)
         return total.view(batch, channels).to(torch.float32)
     return tensor.mean(dim=tuple(range(2, tensor.ndim)), dtype=torch.float32)
 
 
 @functools.lru_cache(maxsize=64)
-def _mean_weights(count: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def mean_weights(count: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A read-only vector of ``count`` entries 1/count, reused across calls."""
     return torch.full((count,), 1.0 / count, dtype=dtype, device=device)
 

@@ -9,7 +9,6 @@ import os
 import traceback
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,9 @@ from torch import nn
 
 from latentlens.capture.activations import Activations
 from latentlens.capture.buffer import CaptureStore
+from latentlens.capture.chunk import BlockColumns, PendingChunk
 from latentlens.capture.extract import check_output_spec, extract_input, extract_output
-from latentlens.capture.pooling import POOLING_MODES, pool
+from latentlens.capture.pooling import POOLING_MODES, mean_weights, pool, resolve_pooling
 from latentlens.capture.selection import LayerSpec, resolve_layers, unwrap_model
 
 __all__ = ["ActivationRecorder"]
@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 _SOURCES = ("output", "input")
 
 
+_CURRENT_GRAPH_TASK_ID = getattr(torch._C, "_current_graph_task_id", None)
+
+
 def _in_backward() -> bool:
     """Return whether autograd is running a backward pass in this thread.
 
@@ -37,25 +40,61 @@ def _in_backward() -> bool:
     would capture the same batch twice. ``_current_graph_task_id`` is private, and torch's
     own ModTracker and FSDP use the same test; without it (old torch) nothing is skipped.
     """
-    current = getattr(torch._C, "_current_graph_task_id", None)
-    return current is not None and current() != -1
+    return _CURRENT_GRAPH_TASK_ID is not None and _CURRENT_GRAPH_TASK_ID() != -1
 
 
-@dataclass
 class _Scope:
-    """State of one ``record()`` block."""
+    """State of one ``record()`` block.
 
-    step: int
-    active: bool
-    labels: np.ndarray | None
-    ids: np.ndarray | None
-    split: str | np.ndarray | None
-    explicit_mask: torch.Tensor | None
-    sample_base: int
-    mask: torch.Tensor | None = None
-    calls: dict[str, int] = field(default_factory=dict)
-    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-    pending: list[tuple[Any, ...]] = field(default_factory=list)
+    ``calls`` counts each layer's calls in the current forward pass, and ``offsets`` the
+    rows each (layer, call) has produced in the block so far.
+    """
+
+    __slots__ = (
+        "step",
+        "active",
+        "columns",
+        "explicit_mask",
+        "sample_base",
+        "mask",
+        "calls",
+        "offsets",
+        "pending",
+    )
+
+    def __init__(
+        self,
+        columns: BlockColumns,
+        active: bool,
+        explicit_mask: torch.Tensor | None,
+    ) -> None:
+        self.step = columns.step
+        self.active = active
+        self.columns = columns
+        self.explicit_mask = explicit_mask
+        self.sample_base = columns.sample_base
+        self.mask: torch.Tensor | None = None
+        self.calls: dict[str, int] = {}
+        self.offsets: dict[tuple[str, int], int] = {}
+        self.pending: list[tuple[Any, ...]] = []
+
+
+class _Layer:
+    """Settings of one captured layer, resolved once when the hooks are installed.
+
+    ``pooling_by_ndim`` caches the concrete pooling for each output rank seen so far, and
+    ``mean_weights`` the last weight vector of the spatial mean with its (count, device).
+    """
+
+    __slots__ = ("name", "module", "spec", "pooling", "pooling_by_ndim", "mean_weights")
+
+    def __init__(self, name: str, module: nn.Module, spec: Any, pooling: str) -> None:
+        self.name = name
+        self.module = module
+        self.spec = spec
+        self.pooling = pooling
+        self.pooling_by_ndim: dict[int, str] = {}
+        self.mean_weights: tuple[int, torch.device, torch.Tensor] | None = None
 
 
 def _per_layer(
@@ -123,7 +162,25 @@ def _mask_position(root: nn.Module, keyword: str | None) -> int | None:
     return None
 
 
-@torch.compiler.disable
+def _outside_graph(hook: Callable[..., None]) -> Callable[..., None]:
+    """Make ``torch.compile`` run ``hook`` outside the graph, at no cost in eager mode.
+
+    Dynamo reads ``is_dynamo_compiling()`` as True while it traces, so it calls the
+    ``torch.compiler.disable`` version and breaks the graph there. Eager calls skip the
+    disable wrapper, which changes the eval-frame callback on every call.
+    """
+    disabled = torch.compiler.disable(hook)
+
+    @functools.wraps(hook)
+    def run(*args: Any) -> None:
+        if torch.compiler.is_dynamo_compiling():
+            return disabled(*args)
+        return hook(*args)
+
+    return run
+
+
+@_outside_graph
 def _root_pre_hook(recorder_ref: weakref.ref, module: nn.Module, args: tuple, kwargs: dict) -> None:
     recorder = recorder_ref()
     if recorder is None or recorder._scope is None or not recorder._scope.active:
@@ -145,23 +202,23 @@ def _root_pre_hook(recorder_ref: weakref.ref, module: nn.Module, args: tuple, kw
     return None
 
 
-@torch.compiler.disable
+@_outside_graph
 def _output_hook(
-    recorder_ref: weakref.ref, layer: str, module: nn.Module, args: tuple, output: Any
+    recorder_ref: weakref.ref, layer: _Layer, module: nn.Module, args: tuple, output: Any
 ) -> None:
     recorder = recorder_ref()
     if recorder is not None and recorder._scope is not None and recorder._scope.active:
-        recorder._capture(layer, module, output, None, None)
+        recorder._capture(layer, output, None, None)
     return None
 
 
-@torch.compiler.disable
+@_outside_graph
 def _input_hook(
-    recorder_ref: weakref.ref, layer: str, module: nn.Module, args: tuple, kwargs: dict
+    recorder_ref: weakref.ref, layer: _Layer, module: nn.Module, args: tuple, kwargs: dict
 ) -> None:
     recorder = recorder_ref()
     if recorder is not None and recorder._scope is not None and recorder._scope.active:
-        recorder._capture(layer, module, None, args, kwargs)
+        recorder._capture(layer, None, args, kwargs)
     return None
 
 
@@ -192,9 +249,9 @@ class ActivationRecorder:
     Hooks are installed by ``with recorder:`` (or :meth:`attach`) and removed when the
     block ends, also when it ends with an exception. Only the recorder's own handles
     are removed. Rows are captured only inside ``with recorder.record(...):``. In the
-    hook each capture is extracted from the module output, pooled under ``no_grad``,
-    detached, cast to float32 and copied off the device, so later in-place operations
-    cannot change it and no autograd graph is kept alive.
+    hook each capture is extracted from the module output, detached, pooled, cast to
+    float32 and copied off the device, so later in-place operations cannot change it and
+    no autograd graph is kept alive. The metadata columns are built when rows are read.
 
     Parameters
     ----------
@@ -385,15 +442,16 @@ class ActivationRecorder:
                 )
             )
             for name, module in self._modules.items():
+                layer = _Layer(name, module, self._output[name], self._pooling[name])
                 if self._source[name] == "input":
                     handle = module.register_forward_pre_hook(
-                        functools.partial(_input_hook, reference, name), with_kwargs=True
+                        functools.partial(_input_hook, reference, layer), with_kwargs=True
                     )
                 else:
                     # Without with_kwargs: some torch versions recompile a compiled model on
                     # every call when a submodule has a keyword-argument forward hook.
                     handle = module.register_forward_hook(
-                        functools.partial(_output_hook, reference, name)
+                        functools.partial(_output_hook, reference, layer)
                     )
                 handles.append(handle)
         except BaseException:
@@ -473,7 +531,8 @@ class ActivationRecorder:
 
     def _close_scope(self, scope: _Scope) -> None:
         try:
-            self._flush_pending(wait=True)
+            if scope.pending:
+                self._flush_pending(wait=True)
         finally:
             self._scope = None
             scope.mask = None
@@ -485,11 +544,13 @@ class ActivationRecorder:
     ) -> _Scope:
         if step is None:
             step = self._next_step
-        elif isinstance(step, bool) or not isinstance(step, (int, np.integer)):
-            raise TypeError(f"step={step!r} must be an int (training step or epoch)")
-        self._next_step = int(step) + 1
-        label_column = _as_column(labels, "labels")
-        id_column = _as_column(ids, "ids")
+        elif type(step) is not int:
+            if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
+                raise TypeError(f"step={step!r} must be an int (training step or epoch)")
+            step = int(step)
+        self._next_step = step + 1
+        label_column = None if labels is None else _as_column(labels, "labels")
+        id_column = None if ids is None else _as_column(ids, "ids")
         if isinstance(split, str) or split is None:
             split_value: Any = split
         else:
@@ -503,7 +564,7 @@ class ActivationRecorder:
             )
             if isinstance(column, np.ndarray)
         }
-        if len(set(lengths.values())) > 1:
+        if len(lengths) > 1 and len(set(lengths.values())) > 1:
             raise ValueError(
                 f"record() columns have different lengths {lengths}; give one entry per row"
             )
@@ -514,107 +575,114 @@ class ActivationRecorder:
                 "record(attention_mask=...) must be a (n_samples, n_tokens) tensor, got "
                 f"{getattr(attention_mask, 'shape', type(attention_mask).__name__)}"
             )
-        return _Scope(
-            step=int(step),
-            active=int(step) % self.every_n_steps == 0,
-            labels=label_column,
-            ids=id_column,
-            split=split_value,
-            explicit_mask=attention_mask,
-            sample_base=self._next_sample,
-        )
+        columns = BlockColumns(step, self._next_sample, label_column, id_column, split_value)
+        return _Scope(columns, step % self.every_n_steps == 0, attention_mask)
 
-    def _capture(
-        self, layer: str, module: nn.Module, output: Any, args: tuple | None, kwargs: dict | None
-    ) -> None:
+    def _capture(self, layer: _Layer, output: Any, args: tuple | None, kwargs: dict | None) -> None:
+        """Pool, detach, cast and copy one batch in the hook; its metadata is built later."""
         scope = self._scope
         if self.skip_recompute and _in_backward():
             return
-        call = scope.calls.get(layer, 0)
-        scope.calls[layer] = call + 1
+        name = layer.name
+        calls = scope.calls
+        call = calls.get(name, 0)
+        calls[name] = call + 1
 
-        if args is None:
-            tensor = extract_output(output, self._output[layer], layer)
+        if args is not None:
+            tensor = extract_input(args, kwargs or {}, layer.spec, name)
+        elif layer.spec is None and type(output) is torch.Tensor:
+            tensor = output
         else:
-            tensor = extract_input(args, kwargs or {}, self._output[layer], layer)
-        # Operations on a detached tensor record no autograd graph, so no_grad is not needed.
-        pooled = pool(tensor.detach(), self._pooling[layer], scope.mask, module, layer)
-        values = pooled.values
-        batch = tensor.shape[0]
+            tensor = extract_output(output, layer.spec, name)
+        batch = tensor.shape[0] if tensor.ndim else 0
+        values, sample, token = self._pool(layer, tensor.detach(), scope.mask)
 
-        offset = scope.offsets.get((layer, call), 0)
-        scope.offsets[(layer, call)] = offset + batch
-        if scope.labels is not None and offset + batch > len(scope.labels):
+        key = (name, call)
+        offset = scope.offsets.get(key, 0)
+        scope.offsets[key] = offset + batch
+        labels = scope.columns.labels
+        if labels is not None and offset + batch > len(labels):
             raise ValueError(
-                f"layer {layer!r} produced {offset + batch} rows (dim 0 of its output) in this "
-                f"record() block but {len(scope.labels)} labels were given; pass one label per "
+                f"layer {name!r} produced {offset + batch} rows (dim 0 of its output) in this "
+                f"record() block but {len(labels)} labels were given; pass one label per "
                 "input row, and check that the layer's output is batch first"
             )
-        if pooled.sample is None:
-            rows: np.ndarray | slice = slice(offset, offset + batch)
-        else:
-            rows = pooled.sample.numpy() + offset
-        columns = self._columns(scope, rows, call, pooled.token)
 
         if values.is_cuda:
             # NOTE: this path has not run in this project's tests (no GPU in CI); the CPU
             # path below is the tested one.
             host = torch.empty(values.shape, dtype=torch.float32, pin_memory=True)
-            host.copy_(values.detach(), non_blocking=True)
+            host.copy_(values, non_blocking=True)
             event = torch.cuda.Event()
             event.record()
-            scope.pending.append((layer, scope.step, host, event, columns))
+            scope.pending.append((name, scope.columns, offset, call, host, event, sample, token))
             return
+        self._store.add(
+            name, scope.step, PendingChunk(values, scope.columns, offset, call, name, sample, token)
+        )
+
+    def _pool(
+        self, layer: _Layer, tensor: torch.Tensor, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Pool a detached batch to rows that no module output shares memory with.
+
+        Returns the rows (float32 on the CPU, or on the tensor's GPU for the pinned copy),
+        and the per-row sample and token indices on the CPU when pooling gives several rows
+        per sample (else None).
+        """
+        ndim = tensor.ndim
+        concrete = layer.pooling_by_ndim.get(ndim)
+        if concrete is None:
+            concrete = resolve_pooling(layer.pooling, ndim, layer.module)
+            layer.pooling_by_ndim[ndim] = concrete
+
+        # Fast paths for the two commonest cases. Both give a tensor that owns its memory,
+        # except on a GPU, where the pinned copy in _capture is the copy.
+        if ndim == 2:
+            # One vector per sample already: every pooling keeps it as it is.
+            if tensor.is_cuda:
+                return tensor, None, None
+            return tensor.to(torch.float32, copy=True), None, None
+        if concrete == "spatial_mean" and tensor.dtype == torch.float32 and ndim > 2:
+            if not tensor.is_contiguous() or not tensor.numel():
+                # For example channels-last maps, which convolutions on CPU can return.
+                return tensor.mean(dim=tuple(range(2, ndim))), None, None
+            batch, channels = tensor.shape[0], tensor.shape[1]
+            positions = tensor.numel() // (batch * channels)
+            cached = layer.mean_weights
+            if cached is None or cached[0] != positions or cached[1] != tensor.device:
+                weights = mean_weights(positions, tensor.dtype, tensor.device)
+                layer.mean_weights = cached = (positions, tensor.device, weights)
+            total = torch.mv(tensor.view(batch * channels, positions), cached[2])
+            return total.view(batch, channels), None, None
+
+        pooled = pool(tensor, layer.pooling, mask, layer.module, layer.name)
+        values = pooled.values
+        if values.is_cuda:
+            # The pinned copy in _capture is the copy; only the dtype may still change.
+            return values.to(torch.float32), pooled.sample, pooled.token
         if values.device.type != "cpu" or values.dtype != torch.float32:
             values = values.to(device="cpu", dtype=torch.float32)
-        if _shares_memory(values, tensor):
+        # A result that aliases the module output (a view, or the tensor itself) is copied.
+        if (values is tensor or values._base is not None) and _shares_memory(values, tensor):
             values = values.clone()
-        array = values.numpy()
-        self._store.add(layer, scope.step, Activations._from_trusted(array, columns, layer))
-
-    def _columns(
-        self, scope: _Scope, rows: np.ndarray | slice, call: int, token: torch.Tensor | None
-    ) -> dict[str, np.ndarray]:
-        """Build the metadata of one chunk; ``rows`` indexes the block's per-sample columns.
-
-        A slice gives views of the block's own copies of labels, ids and split.
-        """
-        if isinstance(rows, slice):
-            sample = np.arange(rows.start, rows.stop, dtype=np.int64)
-        else:
-            sample = rows.astype(np.int64)
-        count = len(sample)
-        columns = {
-            "step": np.full(count, scope.step, dtype=np.int64),
-            "sample": sample + scope.sample_base,
-        }
-        if scope.labels is not None:
-            columns["label"] = scope.labels[rows]
-        if scope.ids is not None:
-            columns["id"] = scope.ids[rows]
-        if isinstance(scope.split, str):
-            columns["split"] = np.full(count, scope.split)
-        elif scope.split is not None:
-            columns["split"] = scope.split[rows]
-        if call:
-            columns["call"] = np.full(count, call, dtype=np.int64)
-        if token is not None:
-            columns["token"] = token.numpy().astype(np.int64)
-        return columns
+        return values, pooled.sample, pooled.token
 
     def _flush_pending(self, *, wait: bool) -> None:
         scope = self._scope
         if scope is None or not scope.pending:
             return
         remaining = []
-        for layer, step, host, event, columns in scope.pending:
+        for entry in scope.pending:
+            name, columns, offset, call, host, event, sample, token = entry
             if not wait and not event.query():
-                remaining.append((layer, step, host, event, columns))
+                remaining.append(entry)
                 continue
             event.synchronize()
             # A pageable copy frees the pinned buffer, which is a scarce resource.
-            array = host.numpy().copy()
-            self._store.add(layer, step, Activations._from_trusted(array, columns, layer))
+            values = torch.from_numpy(host.numpy().copy())
+            chunk = PendingChunk(values, columns, offset, call, name, sample, token)
+            self._store.add(name, columns.step, chunk)
         scope.pending = remaining
 
     # -- results -------------------------------------------------------------------------

@@ -475,3 +475,44 @@ def test_conv_capture_switching_inference_mode_and_grad():
     expected = model[0](x).detach().numpy().mean(axis=(2, 3))
     for step in range(2):
         np.testing.assert_allclose(recorder.activations("0", step=step).values, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_conv_spatial_mean_in_both_memory_formats(memory_format):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+    model = model.to(memory_format=memory_format)
+    x = torch.randn(6, 3, 8, 8).contiguous(memory_format=memory_format)
+    maps = []
+    model[2].register_forward_hook(lambda m, a, o: maps.append(o.detach().clone()))
+    recorder = ActivationRecorder(model, "2")
+    with recorder, recorder.record(step=0):
+        model(x).sum().backward()
+
+    assert maps[0].is_contiguous(memory_format=memory_format)
+    expected = maps[0].double().mean(dim=(2, 3)).numpy()
+    values = recorder.activations("2").values
+    assert values.dtype == np.float32
+    np.testing.assert_allclose(values, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_inplace_change_after_hook_leaves_rows_intact():
+    # Both fast paths (a (N, D) copy and a spatial mean) must own their memory, so an
+    # in-place change of the module output after the hook cannot reach the stored rows.
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1, 2, 3, padding=1)
+    linear = nn.Linear(4, 3)
+    recorder = ActivationRecorder(
+        nn.ModuleDict({"conv": conv, "linear": linear}), ["conv", "linear"]
+    )
+    x_map, x_vec = torch.randn(5, 1, 4, 4), torch.randn(5, 4)
+    with recorder, recorder.record(step=0), torch.no_grad():
+        conv_out = conv(x_map)
+        linear_out = linear(x_vec)
+        expected_conv = conv_out.mean(dim=(2, 3)).numpy().copy()
+        expected_linear = linear_out.numpy().copy()
+        conv_out.fill_(7.0)
+        linear_out.fill_(7.0)
+
+    np.testing.assert_allclose(recorder.activations("conv").values, expected_conv, atol=1e-6)
+    np.testing.assert_array_equal(recorder.activations("linear").values, expected_linear)

@@ -294,3 +294,24 @@ def test_failed_save_keeps_previous_capture(tmp_path, monkeypatch):
     assert list(loaded) == ["a"]
     np.testing.assert_array_equal(loaded["a"].values, old["a"].values)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_memory_bytes_count_values_and_metadata():
+    # Rows are stored before their metadata columns exist; the byte count taken in the
+    # hook must still equal what the columns occupy once they are built.
+    model = _model()
+    recorder = ActivationRecorder(model, ["0", "2"])
+    batch = 5
+    with recorder:
+        for step in range(2):
+            ids = [f"s{step}-{index}" for index in range(batch)]
+            with recorder.record(labels=torch.arange(batch), ids=ids, split="train", step=step):
+                model(torch.randn(batch, 4))
+
+    # float32 values, int64 step, sample and label, "<U4" ids, "<U5" split.
+    metadata_row = 8 + 8 + 8 + 4 * 4 + 4 * 5
+    expected = 2 * batch * ((16 * 4 + metadata_row) + (8 * 4 + metadata_row))
+    assert recorder.memory_bytes == expected
+    assert recorder.peak_memory_bytes == expected
+    built = sum(recorder.activations(layer, step).nbytes for layer in ("0", "2") for step in (0, 1))
+    assert built == expected
