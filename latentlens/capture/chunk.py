@@ -22,8 +22,9 @@ class BlockColumns:
     """Per-sample metadata of one ``record()`` block, shared by the chunks captured in it.
 
     ``labels``, ``ids`` and a per-sample ``split`` are the block's own 1-D copies, so later
-    changes to the caller's arrays cannot alter them. ``row_bytes`` is the metadata size
-    of one row without the optional ``call`` and ``token`` columns.
+    changes to the caller's arrays cannot alter them. Labels and ids given as tensors stay
+    CPU tensors until :meth:`numpy_columns` converts them. ``row_bytes`` is the metadata
+    size of one row without the optional ``call`` and ``token`` columns.
     """
 
     __slots__ = ("step", "sample_base", "labels", "ids", "split", "row_bytes")
@@ -32,8 +33,8 @@ class BlockColumns:
         self,
         step: int,
         sample_base: int,
-        labels: np.ndarray | None,
-        ids: np.ndarray | None,
+        labels: np.ndarray | torch.Tensor | None,
+        ids: np.ndarray | torch.Tensor | None,
         split: str | np.ndarray | None,
     ) -> None:
         self.step = step
@@ -42,16 +43,26 @@ class BlockColumns:
         self.ids = ids
         self.split = split
         # "step" and "sample" are int64; a str split becomes a column of np.array(split).dtype,
-        # the dtype np.full gives it in materialize().
+        # the dtype np.full gives it in materialize(). Tensor.numpy() keeps the element size.
         row_bytes = 2 * _INT64_BYTES
         for column in (labels, ids):
-            if column is not None:
+            if isinstance(column, torch.Tensor):
+                row_bytes += column.element_size()
+            elif column is not None:
                 row_bytes += column.itemsize
         if isinstance(split, str):
             row_bytes += np.array(split).itemsize
         elif split is not None:
             row_bytes += split.itemsize
         self.row_bytes = row_bytes
+
+    def numpy_columns(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Return labels and ids as numpy arrays, converting tensors once."""
+        if isinstance(self.labels, torch.Tensor):
+            self.labels = self.labels.numpy()
+        if isinstance(self.ids, torch.Tensor):
+            self.ids = self.ids.numpy()
+        return self.labels, self.ids
 
 
 class PendingChunk:
@@ -98,7 +109,7 @@ class PendingChunk:
             row_bytes += _INT64_BYTES
         if token is not None:
             row_bytes += _INT64_BYTES
-        self.nbytes = values.numel() * values.element_size() + rows * row_bytes
+        self.nbytes = values.nbytes + rows * row_bytes
 
     def __len__(self) -> int:
         return int(self.values.shape[0])
@@ -118,10 +129,11 @@ class PendingChunk:
             "step": np.full(count, block.step, dtype=np.int64),
             "sample": sample + block.sample_base,
         }
-        if block.labels is not None:
-            columns["label"] = block.labels[rows]
-        if block.ids is not None:
-            columns["id"] = block.ids[rows]
+        labels, ids = block.numpy_columns()
+        if labels is not None:
+            columns["label"] = labels[rows]
+        if ids is not None:
+            columns["id"] = ids[rows]
         if isinstance(block.split, str):
             columns["split"] = np.full(count, block.split)
         elif block.split is not None:

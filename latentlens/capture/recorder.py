@@ -131,9 +131,40 @@ def _check_source(source: Any) -> None:
         raise ValueError(f"source={source!r} is not supported; use 'output' or 'input'")
 
 
-def _as_column(value: Any, parameter: str) -> np.ndarray | None:
+# Tensor dtypes that Tensor.numpy() converts, so such labels and ids can stay tensors until
+# the rows are read.
+_NUMPY_TENSOR_DTYPES = frozenset(
+    {
+        torch.bool,
+        torch.uint8,
+        torch.int8,
+        torch.int16,
+        torch.int32,
+        torch.int64,
+        torch.float16,
+        torch.float32,
+        torch.float64,
+    }
+)
+
+
+def _as_column(value: Any, parameter: str) -> np.ndarray | torch.Tensor | None:
+    """Copy a per-sample column: a 1-D CPU tensor, or a numpy array for anything else.
+
+    A tensor stays a tensor (converted when rows are read) because a torch copy is the
+    cheapest thing ``record()`` can do once per training step.
+    """
     if value is None:
         return None
+    if isinstance(value, torch.Tensor) and value.dtype in _NUMPY_TENSOR_DTYPES:
+        if value.ndim != 1:
+            raise ValueError(
+                f"record({parameter}=...) must be 1-D with one entry per input row, got shape "
+                f"{tuple(value.shape)}"
+            )
+        # A copy, so later changes to the caller's tensor cannot alter captured metadata.
+        value = value.detach()
+        return value.clone() if value.device.type == "cpu" else value.cpu()
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     # A copy, so later changes to the caller's array cannot alter captured metadata.
@@ -562,7 +593,7 @@ class ActivationRecorder:
                 ("ids", id_column),
                 ("split", split_value),
             )
-            if isinstance(column, np.ndarray)
+            if isinstance(column, (np.ndarray, torch.Tensor))
         }
         if len(lengths) > 1 and len(set(lengths.values())) > 1:
             raise ValueError(
@@ -642,7 +673,9 @@ class ActivationRecorder:
             # One vector per sample already: every pooling keeps it as it is.
             if tensor.is_cuda:
                 return tensor, None, None
-            return tensor.to(torch.float32, copy=True), None, None
+            if tensor.dtype == torch.float32:
+                return tensor.clone(), None, None
+            return tensor.to(torch.float32), None, None
         if concrete == "spatial_mean" and tensor.dtype == torch.float32 and ndim > 2:
             if not tensor.is_contiguous() or not tensor.numel():
                 # For example channels-last maps, which convolutions on CPU can return.
