@@ -269,7 +269,16 @@ def capture(
     type=click.FloatRange(min=0.0),
     default=0.1,
     show_default=True,
-    help="UMAP minimum distance between points in the map.",
+    help="UMAP minimum distance between points in the map, in map units (the layout spans "
+    "roughly 10 to 30 units).",
+)
+@click.option(
+    "--outlier-metric",
+    type=click.Choice(["cosine", "euclidean"]),
+    default="cosine",
+    show_default=True,
+    help="Distance of the outlier score, with --reference. cosine suits sentence embeddings, "
+    "whose mean-pooled vectors of long texts have small norms and look typical to euclidean.",
 )
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed of the map and the scores."
@@ -284,6 +293,7 @@ def project(
     n_components: int,
     n_neighbors: int,
     min_dist: float,
+    outlier_metric: str,
     seed: int,
 ) -> None:
     """Project saved ACTIVATIONS to 2-D or 3-D maps and write them to a TensorBoard run."""
@@ -299,6 +309,7 @@ def project(
         n_components=n_components,
         n_neighbors=n_neighbors,
         min_dist=min_dist,
+        outlier_metric=outlier_metric,
         seed=seed,
     )
 
@@ -364,7 +375,10 @@ def drift(
     """Test whether the activations in CURRENT differ from those in REFERENCE.
 
     Both are folders written by `latentlens capture` (or `save_activations`). Prints one line
-    per layer with the statistic, the p-value and the drift flag.
+    per layer with the test statistic, the p-value, the effect and the drift flag (p-value below
+    --alpha). The statistic is the squared MMD in the whitened PCA space for mmd, or the KS
+    distance of the component with the smallest p-value for ks. The effect is the distance
+    between the two mean activation vectors, in activation units.
     """
     from latentlens.commands.drift import drift_command
 

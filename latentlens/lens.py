@@ -108,7 +108,10 @@ class LatentLens:
         Extra keyword arguments for :class:`~latentlens.UMAP` or ``ParametricUMAP``.
     recorder_options : dict, optional
         Extra keyword arguments for :class:`~latentlens.capture.ActivationRecorder`, such as
-        ``max_rows_per_step`` or ``memory_budget_bytes``.
+        ``max_rows_per_step`` or ``memory_budget``.
+    outlier_options : dict, optional
+        Extra keyword arguments for :class:`~latentlens.scores.OutlierScorer`, such as
+        ``{"metric": "cosine", "standardize": False}`` for sentence embeddings.
 
     Raises
     ------
@@ -149,6 +152,7 @@ class LatentLens:
         step_column: str = "step",
         umap_options: Mapping[str, Any] | None = None,
         recorder_options: Mapping[str, Any] | None = None,
+        outlier_options: Mapping[str, Any] | None = None,
     ) -> None:
         if projection not in _PROJECTIONS:
             raise ValueError(
@@ -187,6 +191,7 @@ class LatentLens:
         self.alpha = alpha
         self.step_column = step_column
         self.umap_options = dict(umap_options or {})
+        self.outlier_options = dict(outlier_options or {})
         self.recorder = ActivationRecorder(
             model, layers, pooling=pooling, **dict(recorder_options or {})
         )
@@ -481,7 +486,9 @@ class LatentLens:
             # Steps before the chosen reference step are compared with nothing.
             return _Reference(values=values, labels=labels, step=step)
         if reference.scorer is None and self.compute_outliers and len(reference.values) >= 20:
-            reference.scorer = OutlierScorer(reference.values, random_state=self.random_state)
+            reference.scorer = OutlierScorer(
+                reference.values, random_state=self.random_state, **self.outlier_options
+            )
         return reference
 
     def _score(

@@ -131,7 +131,7 @@ def test_capture_lists_layers(minilm_path):
 def test_capture_needs_input_and_output(minilm_path):
     result = _invoke("capture", minilm_path, "--layers", LAST_LAYER)
     assert result.exit_code == 2
-    assert "missing option --input and --output" in result.output
+    assert "missing option --input and --output: capturing needs both" in result.output
 
 
 @pytest.mark.parametrize(
@@ -202,8 +202,14 @@ def test_project_against_reference(captured, tmp_path, projector_client):
     )
     assert result.exit_code == 0, result.output
     assert "drift p=" in result.output
-    info = projector_client(tmp_path).json("info", run="shift")
+    client = projector_client(tmp_path)
+    info = client.json("info", run="shift")
     assert len(info["embeddings"]) == 2
+    text = client.get("metadata", run="shift", name=f"{LAST_LAYER}_step000001").decode("utf-8")
+    rows = [line.split("\t") for line in text.splitlines()]
+    flags = [row[rows[0].index("outlier")] for row in rows[1:]]
+    # Legal prose is unlike every docstring, so most of it must be flagged.
+    assert flags.count("yes") / len(flags) > 0.3
 
 
 def test_drift_flags_other_domain(captured):
@@ -257,6 +263,7 @@ def test_drift_rejects_missing_folder(captured, tmp_path):
 
 
 def test_drift_rejects_unknown_layer(captured):
-    result = _invoke("drift", captured["docs_a"], captured["docs_b"], "--layers", "pooler")
+    result = _invoke("drift", captured["docs_a"], captured["docs_b"], "--layers", "encoder.layr.5")
     assert result.exit_code == 2
     assert "not in the saved activations" in result.output
+    assert "Did you mean encoder.layer.5?" in result.output

@@ -163,7 +163,8 @@ def capture_command(
         ]
         if missing:
             raise click.UsageError(
-                f"missing option {' and '.join(missing)}; both are needed to capture"
+                f"missing option {' and '.join(missing)}: capturing needs both --input and "
+                "--output (only --list-layers works without them)"
             )
     network, tokenizer = load_transformers_model(model, device)
     if list_layers:

@@ -30,6 +30,7 @@ def project_command(
     n_neighbors: int,
     min_dist: float,
     seed: int,
+    outlier_metric: str = "cosine",
 ) -> None:
     """Fit a map per layer, score against the reference if given, and export everything."""
     from tqdm import tqdm
@@ -66,7 +67,14 @@ def project_command(
             )
             layout = np.asarray(model.transform(current.values), dtype=np.float32)
             result = drift_test(ref.values, current.values, random_state=seed)
-            scores = OutlierScorer(ref.values, random_state=seed).score(current.values)
+            # Standardising features would undo what the cosine distance compares: directions.
+            scorer = OutlierScorer(
+                ref.values,
+                metric=outlier_metric,
+                standardize=outlier_metric == "euclidean",
+                random_state=seed,
+            )
+            scores = scorer.score(current.values)
 
             ref_columns = _columns(ref.metadata)
             ref_columns["set"] = ["reference"] * len(ref.values)

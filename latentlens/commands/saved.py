@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,10 @@ def select_layers(
         return available
     missing = [layer for layer in requested if layer not in available]
     if missing:
+        closest = difflib.get_close_matches(missing[0], available, n=3)
+        hint = f" Did you mean {', '.join(closest)}?" if closest else ""
         raise click.BadParameter(
-            f"layers {missing} are not in the saved activations; available: {available}",
+            f"layers {missing} are not in the saved activations; available: {available}.{hint}",
             param_hint="--layers",
         )
     return list(requested)
