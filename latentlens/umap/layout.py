@@ -23,6 +23,9 @@ def default_n_epochs(n_samples):
     Small graphs get more epochs because each epoch is cheap and the map settles more
     slowly with few edges per vertex; beyond 10,000 vertices 200 epochs suffice.
     """
+    # NOTE: on diffuse data (4,680 MiniLM sentence embeddings) trustworthiness(10) came
+    # out 0.019 below umap-learn's 500-epoch default; 500 epochs here recover about a
+    # third of that, so pass n_epochs=500 when local precision matters more than time.
     if n_samples <= 10_000:
         return 300
     return 200
