@@ -586,19 +586,17 @@ class ActivationRecorder:
             split_value: Any = split
         else:
             split_value = _as_column(split, "split").astype(str)
-        lengths = {
-            name: len(column)
-            for name, column in (
-                ("labels", label_column),
-                ("ids", id_column),
-                ("split", split_value),
-            )
-            if isinstance(column, (np.ndarray, torch.Tensor))
-        }
-        if len(lengths) > 1 and len(set(lengths.values())) > 1:
-            raise ValueError(
-                f"record() columns have different lengths {lengths}; give one entry per row"
-            )
+        per_sample = (label_column, id_column, split_value)
+        if sum(not (column is None or isinstance(column, str)) for column in per_sample) > 1:
+            lengths = {
+                name: len(column)
+                for name, column in zip(("labels", "ids", "split"), per_sample, strict=True)
+                if not (column is None or isinstance(column, str))
+            }
+            if len(set(lengths.values())) > 1:
+                raise ValueError(
+                    f"record() columns have different lengths {lengths}; give one entry per row"
+                )
         if attention_mask is not None and (
             not isinstance(attention_mask, torch.Tensor) or attention_mask.ndim != 2
         ):
