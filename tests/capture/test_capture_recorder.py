@@ -478,7 +478,7 @@ def test_conv_capture_switching_inference_mode_and_grad():
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_conv_spatial_mean_in_both_memory_formats(memory_format):
+def test_spatial_mean_both_memory_formats(memory_format):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
     model = model.to(memory_format=memory_format)
@@ -496,7 +496,7 @@ def test_conv_spatial_mean_in_both_memory_formats(memory_format):
     np.testing.assert_allclose(values, expected, rtol=1e-6, atol=1e-6)
 
 
-def test_inplace_change_after_hook_leaves_rows_intact():
+def test_inplace_change_keeps_stored_rows():
     # Both fast paths (a (N, D) copy and a spatial mean) must own their memory, so an
     # in-place change of the module output after the hook cannot reach the stored rows.
     torch.manual_seed(0)
