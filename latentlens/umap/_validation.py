@@ -53,10 +53,9 @@ def check_data(X, name="X"):
             f"{name} has values beyond the float32 range (max |x| = {largest:.3g}); "
             "rescale the data before calling UMAP."
         )
-    converted = np.ascontiguousarray(array, dtype=np.float32)
-    # -0.0 and 0.0 must hash alike when duplicates are found by bit pattern.
-    converted += np.float32(0.0)
-    return converted
+    # -0.0 and 0.0 must hash alike when duplicates are found by bit pattern. The addition
+    # makes a new array, so the caller's data (possibly read-only) is never written to.
+    return np.ascontiguousarray(array, dtype=np.float32) + np.float32(0.0)
 
 
 def _check_number(name, value, low=None, high=None, integer=False, low_open=False):
@@ -92,6 +91,8 @@ def check_params(model):
     _check_number("local_connectivity", model.local_connectivity, low=0, low_open=True)
     _check_number("set_op_mix_ratio", model.set_op_mix_ratio, low=0, high=1)
 
+    if not isinstance(model.rescale_init, (bool, np.bool_)):
+        raise TypeError(f"rescale_init must be True or False, got {model.rescale_init!r}.")
     if model.metric not in METRICS:
         raise ValueError(
             f"metric={model.metric!r} is not supported; use one of {', '.join(METRICS)}."

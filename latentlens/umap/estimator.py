@@ -109,7 +109,13 @@ class UMAP:
         Initial SGD step, decayed linearly to 0.
     init : {"spectral", "pca", "random"} or array of shape (n_samples, n_components)
         Start positions. An array (for example a previous embedding, to warm-start) is
-        shifted and scaled uniformly to fit ``[0, 10]`` and keeps its shape.
+        shifted and scaled uniformly to fit ``[0, 10]`` and keeps its shape, unless
+        ``rescale_init`` is False.
+    rescale_init : bool, default=True
+        Fit an array ``init`` into ``[0, 10]``. Pass False to start from the array as given:
+        a previous embedding of this estimator is already at the scale the layout settles
+        at, so a short, gentle run (lower ``learning_rate``, fewer ``n_epochs``) then moves
+        points only as far as the data asks.
     negative_sample_rate : int, default=5
         Negative samples per positive edge sample.
     repulsion_strength : float, default=1.0
@@ -176,6 +182,7 @@ class UMAP:
         n_epochs=None,
         learning_rate=1.0,
         init="spectral",
+        rescale_init=True,
         negative_sample_rate=5,
         repulsion_strength=1.0,
         local_connectivity=1.0,
@@ -194,6 +201,7 @@ class UMAP:
         self.n_epochs = n_epochs
         self.learning_rate = learning_rate
         self.init = init
+        self.rescale_init = rescale_init
         self.negative_sample_rate = negative_sample_rate
         self.repulsion_strength = repulsion_strength
         self.local_connectivity = local_connectivity
@@ -379,6 +387,8 @@ class UMAP:
         n = rows.shape[0]
         if init_array is not None:
             start = init_array[first]
+            if not self.rescale_init:
+                return np.ascontiguousarray(start, dtype=np.float32)
             start = start - start.min(axis=0)
             extent = start.max()
             if extent > 0:

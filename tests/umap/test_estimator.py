@@ -296,3 +296,32 @@ def test_sklearn_protocol(fitted):
     with pytest.raises(ValueError, match="'k' is not a parameter of UMAP"):
         copy.set_params(k=3)
     assert "n_neighbors=10" in repr(fitted)
+
+
+def test_array_init_kept_without_rescaling():
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(60, 5)).astype(np.float32)
+    start = rng.normal(scale=25.0, size=(60, 2)).astype(np.float32) + 100.0
+
+    kept = UMAP(init=start, rescale_init=False, n_epochs=0).fit(data).embedding_
+    scaled = UMAP(init=start, n_epochs=0).fit(data).embedding_
+
+    np.testing.assert_array_equal(kept, start)
+    assert scaled.min() >= 0.0
+    assert scaled.max() == pytest.approx(10.0)
+
+
+def test_rescale_init_must_be_bool():
+    data = np.random.default_rng(0).normal(size=(30, 3))
+    with pytest.raises(TypeError, match="rescale_init must be True or False"):
+        UMAP(rescale_init="no").fit(data)
+
+
+def test_read_only_input_is_not_written():
+    data = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    data[0, 0] = -0.0
+    data.setflags(write=False)
+
+    UMAP(n_neighbors=5, random_state=0, n_epochs=10).fit(data)
+
+    assert np.signbit(data[0, 0])
