@@ -1,8 +1,8 @@
 """A `transformers` TrainerCallback that records chosen layers on evaluation batches.
 
-Every forward pass that runs while the model is in eval mode (the Trainer's evaluation loop) is
-recorded as samples of the current ``global_step``; each ``on_evaluate`` event publishes that
-step: maps, scores and the TensorBoard export.
+Every forward pass that runs while the model is in eval mode, as in the Trainer's evaluation
+loop, is recorded as samples of the current ``global_step``. Each ``on_evaluate`` event then
+publishes that step: maps, scores and the TensorBoard export.
 """
 
 from __future__ import annotations
