@@ -1,4 +1,4 @@
-"""latentlens: capture latent activations, project them with UMAP, score drift, show it in TensorBoard.
+"""latentlens: capture activations, map them with UMAP, score drift, show it in TensorBoard.
 
 The top-level names are imported lazily, so ``import latentlens`` stays fast and a user
 who only needs the export or the scores does not pay for compiling the UMAP kernels.
@@ -18,7 +18,7 @@ _LAZY_NAMES = {
     "ParametricUMAP": "latentlens.umap.parametric",
 }
 
-__all__ = ["__version__", *_LAZY_NAMES]
+__all__ = ["ActivationRecorder", "LatentLens", "ParametricUMAP", "UMAP", "__version__"]
 
 if TYPE_CHECKING:
     from latentlens.capture import ActivationRecorder

@@ -161,7 +161,7 @@ def demo(logdir: Path, epochs: int, seed: int, n_neighbors: int) -> None:
     type=click.IntRange(min=1),
     default=256,
     show_default=True,
-    help="Longest input in tokens; longer texts are truncated.",
+    help="Maximum input length in tokens; longer texts are truncated.",
 )
 @click.option(
     "--text-field", default="text", show_default=True, help="Key of the text in each .jsonl object."
@@ -179,7 +179,7 @@ def demo(logdir: Path, epochs: int, seed: int, n_neighbors: int) -> None:
     help="torch device to run the model on, such as cpu or cuda.",
 )
 @click.option(
-    "--overwrite", is_flag=True, help="Replace the --output folder if it already holds files."
+    "--overwrite", is_flag=True, help="Replace the --output folder if it already contains files."
 )
 def capture(
     model: str,

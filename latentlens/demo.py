@@ -206,7 +206,7 @@ def default_logdir() -> Path:
 
 @dataclass(frozen=True)
 class DemoSummary:
-    """Where the demo wrote its run, the validation figures of every epoch and every map.
+    """Result of the demo: its run location, the validation figures and every map.
 
     ``layouts`` maps ``(layer, epoch)`` to the (450, 2) UMAP coordinates written as bookmarks.
     """
@@ -229,7 +229,7 @@ def run_demo(
 ) -> DemoSummary:
     """Train the digits CNN and publish both demo layers to TensorBoard after every epoch.
 
-    Each epoch, the validation images go through the model with the hooks on; their activations
+    Each epoch, the validation images go through the model with the hooks on. Their activations
     are projected with latentlens' UMAP, scored against the first epoch and written to
     ``logdir/digits`` with the columns label, predicted, correct and epoch, the digit images as a
     sprite and the map as a bookmark. Validation loss and accuracy are written as scalars.

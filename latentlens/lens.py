@@ -38,9 +38,9 @@ WARM_START_EPOCHS = 100
 class LayerReport:
     """What :meth:`LatentLens.publish` computed for one layer at one step.
 
-    ``layout`` is (n, n_components) or None when there were too few rows to project;
-    ``drift`` is a :class:`~latentlens.scores.DriftResult` or None at the reference step;
-    ``outlier_scores`` and ``outlier_p_values`` are (n,) or None when no reference exists yet.
+    ``layout`` is (n, n_components), or None when there were too few rows to project.
+    ``drift`` is a :class:`~latentlens.scores.DriftResult`, or None at the reference step.
+    ``outlier_scores`` and ``outlier_p_values`` are (n,), or None before a reference exists.
     """
 
     layer: str

@@ -162,6 +162,6 @@ def test_demo_maps_stay_aligned(demo_run):
     displacement = relative_displacement(
         summary.layouts[("penultimate", EPOCHS - 1)], summary.layouts[("penultimate", EPOCHS)]
     )
-    # Mean movement of a point over the spread of the map; independent UMAP fits of the same
+    # Mean movement of a point over the spread of the map. Independent UMAP fits of the same
     # two epochs move points by 0.4-0.9 of the spread (benchmarks/map_stability.py).
     assert displacement < 0.3

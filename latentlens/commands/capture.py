@@ -63,7 +63,9 @@ def read_inputs(path: Path, *, text_field: str = "text", label_field: str = "lab
             texts.append(record[text_field])
             labels.append(record.get(label_field))
         if not texts:
-            raise click.BadParameter(f"{path} holds no JSON objects", param_hint="--input")
+            raise click.BadParameter(
+                f"{path} contains no JSON objects; write one object per line", param_hint="--input"
+            )
         return Inputs(texts, None, _label_column(labels))
 
     if suffix == ".npy":

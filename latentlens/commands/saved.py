@@ -22,7 +22,9 @@ def load_saved(path: Path, where: str) -> dict[str, Any]:
             param_hint=where,
         ) from None
     if not sets:
-        raise click.BadParameter(f"{path} holds no layers", param_hint=where)
+        raise click.BadParameter(
+            f"{path} contains no layers; capture at least one layer", param_hint=where
+        )
     return sets
 
 

@@ -115,7 +115,7 @@ class UMAP:
         Fit an array ``init`` into ``[0, 10]``. Pass False to start from the array as given:
         a previous embedding of this estimator is already at the scale the layout settles
         at, so a short, gentle run (lower ``learning_rate``, fewer ``n_epochs``) then moves
-        points only as far as the data asks.
+        points only as far as the data requires.
     negative_sample_rate : int, default=5
         Negative samples per positive edge sample.
     repulsion_strength : float, default=1.0

@@ -82,9 +82,9 @@ WORKER = textwrap.dedent(
         recorder.save(folder + "/" + kind)
     dist.barrier()
     dist.destroy_process_group()
-    # Every result is on disk now. Skip interpreter teardown: torch 2.13's gloo/FSDP threads
-    # sometimes abort it ("terminate called without an active exception", SIGABRT) after
-    # all work is done, which says nothing about capture.
+    # Every result is on disk now, so skip interpreter teardown. In torch 2.13 the gloo/FSDP
+    # threads sometimes abort it ("terminate called without an active exception", SIGABRT),
+    # which is unrelated to capture.
     sys.stdout.flush()
     os._exit(0)
     """
