@@ -198,15 +198,11 @@ def forest_search(
     flags = np.ones(labels.shape, dtype=np.uint8)
     new_flags = np.empty_like(flags)
     changed = np.zeros(n, dtype=np.int64)
-    sources = np.repeat(np.arange(n, dtype=np.int32), n_neighbors - 1)
+    reverse_indptr = np.zeros(n + 1, dtype=np.int64)
+    reverse_rows = np.empty(n * (n_neighbors - 1), dtype=np.int32)
+    reverse_new = np.empty(n * (n_neighbors - 1), dtype=np.uint8)
     for round_index in range(max_rounds):
-        targets = labels[:, 1:].ravel()
-        valid = targets >= 0
-        order = np.argsort(targets[valid], kind="stable")
-        reverse_rows = sources[valid][order]
-        reverse_new = flags[:, 1:].ravel()[valid][order]
-        reverse_indptr = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(np.bincount(targets[valid], minlength=n), out=reverse_indptr[1:])
+        ann.reverse_lists(labels, flags, reverse_indptr, reverse_rows, reverse_new)
         ann.descent_round(
             data,
             metric_code,
