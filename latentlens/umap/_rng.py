@@ -35,6 +35,16 @@ def stream_state(seed, key, counter):
 
 
 @numba.njit(cache=True, inline="always")
+def counter_draw(state, counter):
+    """Return draw number ``counter`` of the stream that starts at ``state``.
+
+    This is the ``counter + 1``-th output of SplitMix64 seeded with ``state``: draws
+    need no sequential state, so independent draws can be computed side by side.
+    """
+    return splitmix64(state + np.uint64(counter) * _GOLDEN)
+
+
+@numba.njit(cache=True, inline="always")
 def next_state(state):
     """Advance a xorshift64 state by one step."""
     state ^= state >> np.uint64(12)

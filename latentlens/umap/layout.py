@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import numba
 import numpy as np
 import scipy.sparse
 
@@ -11,9 +12,9 @@ from latentlens.umap import _layout_kernels as kernels
 
 logger = logging.getLogger(__name__)
 
-# Below this many edges an epoch is cheaper than launching a parallel region (which
-# costs from tens of microseconds on an idle machine to milliseconds on a busy one), so
-# the epochs run on one thread. Both paths give identical results.
+# Below this many edges an epoch runs on one thread: waking the other threads costs from
+# tens of microseconds on an idle machine to milliseconds on a busy one, more than the
+# epoch itself. The same compiled kernel runs either way, so results are identical.
 PARALLEL_MIN_EDGES = 100_000
 
 
@@ -101,12 +102,13 @@ def optimize_layout(
     """
     previous = np.ascontiguousarray(head, dtype=np.float32).copy()
     current = np.empty_like(previous)
-    scratch = np.empty_like(previous)
+    if previous.shape[1] == 2:
+        kernel = kernels.sgd_epoch_2d
+        buffer = np.empty(schedule["tails"].size, dtype=np.int32)
+    else:
+        kernel = kernels.sgd_epoch
+        buffer = np.empty((previous.shape[0], 2, previous.shape[1]), dtype=np.float32)
     fixed_tail = None if tail is None else np.ascontiguousarray(tail, dtype=np.float32)
-    seed = np.uint64(seed)
-    keys = np.ascontiguousarray(vertex_keys, dtype=np.uint64)
-    scale = 2.0 if move_tail else 1.0
-    report_every = max(1, n_epochs // 10)
     edge_arrays = (
         schedule["indptr"],
         schedule["tails"],
@@ -114,52 +116,37 @@ def optimize_layout(
         schedule["epoch_of_next_sample"],
         schedule["epochs_per_negative_sample"],
         schedule["epoch_of_next_negative_sample"],
+        np.ascontiguousarray(vertex_keys, dtype=np.uint64),
+        np.uint64(seed),
     )
-
+    constants = (
+        kernels.attraction_table(a, b),
+        np.float32(a),
+        np.float32(b),
+        np.float32(gamma),
+        2.0 if move_tail else 1.0,
+        fixed_tail is None,
+    )
+    report_every = max(1, n_epochs // 10)
+    threads = numba.get_num_threads()
     if schedule["tails"].size < PARALLEL_MIN_EDGES:
-        for first in range(0, n_epochs, report_every):
-            stop = min(first + report_every, n_epochs)
-            kernels.sgd_epochs_serial(
-                previous,
+        numba.set_num_threads(1)
+    try:
+        for epoch in range(n_epochs):
+            alpha = initial_alpha * (1.0 - epoch / float(n_epochs))
+            kernel(
                 current,
-                scratch,
+                buffer,
+                previous,
                 previous if fixed_tail is None else fixed_tail,
                 *edge_arrays,
-                keys,
-                seed,
-                first,
-                stop,
-                n_epochs,
-                initial_alpha,
-                np.float32(a),
-                np.float32(b),
-                np.float32(gamma),
-                scale,
-                fixed_tail is not None,
+                epoch,
+                alpha,
+                *constants,
             )
-            if progress is not None:
-                progress(stop)
-        return previous
-
-    for epoch in range(n_epochs):
-        alpha = initial_alpha * (1.0 - epoch / float(n_epochs))
-        kernels.sgd_epoch(
-            current,
-            scratch,
-            previous,
-            previous if fixed_tail is None else fixed_tail,
-            *edge_arrays,
-            keys,
-            seed,
-            epoch,
-            alpha,
-            np.float32(a),
-            np.float32(b),
-            np.float32(gamma),
-            scale,
-            fixed_tail is None,
-        )
-        previous, current = current, previous
-        if progress is not None and ((epoch + 1) % report_every == 0 or epoch + 1 == n_epochs):
-            progress(epoch + 1)
+            previous, current = current, previous
+            if progress is not None and ((epoch + 1) % report_every == 0 or epoch + 1 == n_epochs):
+                progress(epoch + 1)
+    finally:
+        numba.set_num_threads(threads)
     return previous

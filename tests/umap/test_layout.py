@@ -70,6 +70,28 @@ def test_repulsive_gradient_matches_finite_differences(offset, gamma):
     np.testing.assert_allclose(step, expected, rtol=2e-4 + 1e-3 / float(d2))
 
 
+@numba.njit
+def _tabled_many(d2, table, a, b):
+    out = np.empty_like(d2)
+    for i in range(d2.size):
+        out[i] = kernels.tabled_attractive_coefficient(d2[i], table, a, b)
+    return out
+
+
+@pytest.mark.parametrize("min_dist", [0.1, 0.5, 0.001])
+def test_attraction_table_matches_the_formula(min_dist):
+    a, b = graph.find_ab_params(1.0, min_dist)
+    table = kernels.attraction_table(a, b)
+    # Inside the table (2^-24 to 2^16), at its edges, and outside it on both sides.
+    d2 = np.concatenate([np.logspace(-9, 6, 40001), [2.0**-24, 2.0**16, 1e-12, 1e9]])
+    d2 = d2.astype(np.float32)
+    approx = _tabled_many(d2, table, np.float32(a), np.float32(b))
+    wide = d2.astype(np.float64)
+    exact = -2.0 * a * b * wide ** (b - 1.0) / (1.0 + a * wide**b)
+    assert np.max(np.abs(approx / exact - 1.0)) < 1e-4
+    assert _tabled_many(np.zeros(1, np.float32), table, np.float32(a), np.float32(b))[0] == 0.0
+
+
 def test_fast_pow_relative_error():
     x = np.logspace(-20, 20, 50001).astype(np.float32)
     for exponent in (0.895, -0.105, 0.79, 1.05):
