@@ -222,3 +222,42 @@ def hash_rows(data):
             h = (h ^ np.uint64(bits[i, f])) * prime
         out[i] = h
     return out
+
+
+@numba.njit(cache=True)
+def expand_knn(indices, distances, inverse, group_order, group_starts, out_indices, out_distances):
+    """Turn a kNN table of distinct rows into the table of all rows, duplicates included.
+
+    ``indices`` and ``distances`` (``(n_distinct, k)``, the row itself first) are the
+    neighbours among distinct rows. ``inverse[r]`` is the distinct row of row ``r``.
+    ``group_order[group_starts[p]:group_starts[p + 1]]`` lists the rows equal to distinct
+    row ``p``. Row ``r`` gets itself, then the other copies of its row at distance 0, then
+    every copy of each neighbour in order, up to ``out_indices.shape[1]`` entries; slots
+    left over get -1 and inf. This is the table a search over all rows would return, up
+    to the order among equal distances.
+    """
+    n, k_out = out_indices.shape
+    k = indices.shape[1]
+    for r in range(n):
+        p = inverse[r]
+        out_indices[r, 0] = r
+        out_distances[r, 0] = 0.0
+        fill = 1
+        for slot in range(group_starts[p], group_starts[p + 1]):
+            member = group_order[slot]
+            if member != r and fill < k_out:
+                out_indices[r, fill] = member
+                out_distances[r, fill] = 0.0
+                fill += 1
+        for j in range(1, k):
+            q = indices[p, j]
+            if q < 0 or fill >= k_out:
+                continue
+            for slot in range(group_starts[q], group_starts[q + 1]):
+                if fill < k_out:
+                    out_indices[r, fill] = group_order[slot]
+                    out_distances[r, fill] = distances[p, j]
+                    fill += 1
+        for slot in range(fill, k_out):
+            out_indices[r, slot] = -1
+            out_distances[r, slot] = np.inf

@@ -12,9 +12,9 @@ output does not depend on thread count or scheduling.
 
 For each due edge the pull and the pushes of its negative samples are all computed from
 the head's position before that edge, then added. umap-learn applies the pull first and
-computes the pushes from the moved point; computing both from one point is the same
-gradient step on the edge's terms and lets the CPU overlap them. The negative samples are
-drawn by counter rather than from a sequential generator, so that blocks of them are
+computes the pushes from the moved point. Computing both from one point is the same
+gradient step on the edge's terms, and it lets the CPU overlap them. The negative samples
+are drawn by counter rather than from a sequential generator, so that blocks of them are
 independent and the compiler evaluates them in SIMD lanes.
 """
 
@@ -26,8 +26,8 @@ import numpy as np
 from latentlens.umap._fastmath import FAST_FLAGS, _bits_of, fast_pow
 from latentlens.umap._rng import bounded_index, counter_draw, stream_state
 
-# Negative samples are evaluated in blocks of this many lanes (one AVX-512 register of
-# float32, two AVX2 registers); 4 and 16 were slower on 20,000 x 128 clusters.
+# Negative samples are evaluated in blocks of this many lanes, one AVX-512 register of
+# float32. Blocks of 4 and 16 were slower on 20,000 x 128 clusters.
 NEGATIVE_BLOCK = 8
 
 # Every coordinate of a single gradient step is clipped to this magnitude, as UMAP does,
@@ -36,11 +36,11 @@ GRADIENT_CLIP = 4.0
 # Added to d2 in the repulsive term so that coincident points get a finite push.
 REPULSION_EPSILON = 0.001
 
-# The attractive coefficient is read from a table over d2 in [2^-24, 2^16), with
-# 2^TABLE_BITS nodes per octave placed by the float's bit pattern: the node index is the
-# top bits of d2's exponent and mantissa, and the rest interpolates linearly. Its relative
-# error is below 1e-4 (a test checks), and it replaces the power and the division that
-# made up half of the time of the attraction steps, one of which waits on the other.
+# The attractive coefficient is read from a table over d2 in [2^-24, 2^16) with
+# 2^TABLE_BITS nodes per octave. The node index is the top bits of d2's exponent and
+# mantissa, and the remaining bits interpolate linearly. The relative error is below 1e-4
+# (a test checks). The table replaces a power and a division, which took half of the time
+# of the attraction steps because each step waits for the one before.
 TABLE_BITS = 6
 TABLE_SHIFT = 23 - TABLE_BITS
 TABLE_FIRST_BITS = (127 - 24) << 23
@@ -58,8 +58,10 @@ def attractive_coefficient(d2, a, b):
 
 
 def attraction_table(a, b):
-    """Return the float32 table of :func:`attractive_coefficient` read by
-    :func:`tabled_attractive_coefficient` (computed in float64 from the exact formula)."""
+    """Compute the float32 table that :func:`tabled_attractive_coefficient` reads.
+
+    The nodes are computed in float64 from the formula of :func:`attractive_coefficient`.
+    """
     bits = TABLE_FIRST_BITS + (np.arange(TABLE_NODES, dtype=np.int64) << TABLE_SHIFT)
     d2 = bits.astype(np.int32).view(np.float32).astype(np.float64)
     return (-2.0 * a * b * d2 ** (b - 1.0) / (1.0 + a * d2**b)).astype(np.float32)
@@ -67,8 +69,10 @@ def attraction_table(a, b):
 
 @numba.njit(cache=True, fastmath=FAST_FLAGS, inline="always")
 def tabled_attractive_coefficient(d2, table, a, b):
-    """:func:`attractive_coefficient` by linear interpolation in ``table`` (see
-    :func:`attraction_table`); computed directly outside the table's range."""
+    """Interpolate :func:`attractive_coefficient` linearly in ``table``.
+
+    Outside the table's range the coefficient is computed directly.
+    """
     offset = _bits_of(np.float32(d2)) - np.int32(TABLE_FIRST_BITS)
     node = offset >> np.int32(TABLE_SHIFT)
     if offset < 0 or node >= TABLE_NODES - 1:
@@ -119,8 +123,8 @@ def _update_vertex(
 ):
     """Move head ``i`` for one epoch: pulls by its due edges, pushes by negative samples.
 
-    ``scratch[i, 0]`` and ``scratch[i, 1]`` hold the pull and the summed pushes of the
-    current edge. :func:`_update_vertex_2d` is the same update for ``dim == 2``.
+    ``scratch[i, 0]`` and ``scratch[i, 1]`` contain the pull and the summed pushes of the
+    current edge. :func:`_update_pair_2d` is the same update for ``dim == 2``.
     """
     dim = current.shape[1]
     n_tails = tail.shape[0]
@@ -192,11 +196,12 @@ def _edge_step_2d(
     gamma,
     self_is_tail,
 ):
-    """Pull of due edge ``e`` on head ``i`` at ``(x, y)`` and the pushes of its negative
-    samples, all from ``(x, y)``; returns the moved point and the new draw count.
+    """Apply due edge ``e`` to head ``i`` at ``(x, y)``: its pull and the pushes of its
+    negative samples, all computed from ``(x, y)``.
 
-    The negative samples run in blocks of ``NEGATIVE_BLOCK`` lanes, where lanes past the
-    edge's count or equal to the head itself contribute zero.
+    Returns the moved point and the new draw count. The negative samples run in blocks
+    of ``NEGATIVE_BLOCK`` lanes. Lanes past the edge's count, or equal to the head
+    itself, contribute zero.
     """
     n_tails = tail.shape[0]
     clip_value = np.float32(GRADIENT_CLIP)
@@ -252,14 +257,14 @@ def _update_pair_2d(
     attraction_scale,
     self_is_tail,
 ):
-    """:func:`_update_vertex` for two-dimensional maps, the common case, on heads
-    ``first`` and ``second`` at once (``second`` is -1 when there is none).
+    """Move heads ``first`` and ``second`` of a two-dimensional map for one epoch, as
+    :func:`_update_vertex` does (``second`` is -1 when there is none).
 
-    Each head's position is two local scalars (written through ``current[i]``, the
-    compiler stores and reloads it around every read of ``tail``, which it cannot prove
-    is another array). Each edge step depends on the step before it, a chain of
-    dependent arithmetic; stepping through two heads' edges side by side lets the CPU
-    run one chain while the other waits.
+    Each head's position is two local scalars. Written through ``current[i]``, it is
+    stored and reloaded around every read of ``tail``, because the compiler cannot prove
+    that ``tail`` is another array. Each edge step waits for the step before it, so
+    stepping through two heads' edges side by side lets the CPU run one chain while the
+    other waits.
     """
     attract_step = np.float32(attraction_scale * alpha)
     repel_step = np.float32(alpha)
@@ -281,8 +286,8 @@ def _update_pair_2d(
         state2 = stream_state(seed, vertex_keys[second], np.uint64(epoch))
         e2 = indptr[second]
         stop2 = indptr[second + 1]
-    # The due edges of both heads are listed first, without branches: a mispredicted
-    # "is this edge due" branch would throw away the work in flight on both chains.
+    # The due edges of both heads are listed first, without branches, because a
+    # mispredicted "is this edge due" branch discards the work in flight on both chains.
     count1 = 0
     for e in range(e1, stop1):
         due_edges[e1 + count1] = e
@@ -443,11 +448,12 @@ def sgd_epoch_2d(
     attraction_scale,
     self_is_tail,
 ):
-    """:func:`sgd_epoch` for ``dim == 2``, two heads at a time.
+    """Run one epoch of a two-dimensional map, as :func:`sgd_epoch`, two heads at a time.
 
-    ``due_edges`` is an int32 buffer of ``n_edges`` entries for the due edges of each
-    head, kept in the head's own CSR range; there is no ``scratch``. A kernel of its own,
-    so that numba compiles only the one a run needs (each takes seconds).
+    ``due_edges`` is an int32 buffer of ``n_edges`` entries that receives the due edges
+    of each head in the head's own CSR range, in place of ``scratch``. The kernel is
+    separate from :func:`sgd_epoch` so that numba compiles only the one a run needs,
+    since each takes seconds.
     """
     n_heads = current.shape[0]
     for pair in numba.prange((n_heads + 1) // 2):

@@ -60,6 +60,36 @@ def _unique_rows(X):
     return first.astype(np.int64), inverse.astype(np.int64)
 
 
+def _expand_knn(knn, inverse, n_neighbors):
+    """Expand the kNN table of the distinct rows to all rows (see
+    :func:`_graph_kernels.expand_knn`)."""
+    indices, distances = knn
+    order = np.argsort(inverse, kind="stable")
+    starts = np.zeros(indices.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(inverse, minlength=indices.shape[0]), out=starts[1:])
+    full_indices = np.empty((inverse.size, n_neighbors), dtype=np.int32)
+    full_distances = np.empty((inverse.size, n_neighbors), dtype=np.float32)
+    _graph_kernels.expand_knn(
+        np.ascontiguousarray(indices, dtype=np.int32),
+        np.ascontiguousarray(distances, dtype=np.float32),
+        inverse,
+        order,
+        starts,
+        full_indices,
+        full_distances,
+    )
+    return full_indices, full_distances
+
+
+def _group_means(embedding, inverse, n_groups):
+    """Return the mean position of each distinct row's copies, so duplicates land together."""
+    counts = np.bincount(inverse, minlength=n_groups).astype(np.float64)[:, None]
+    sums = np.zeros((n_groups, embedding.shape[1]))
+    for column in range(embedding.shape[1]):
+        sums[:, column] = np.bincount(inverse, weights=embedding[:, column], minlength=n_groups)
+    return (sums / counts).astype(np.float32)
+
+
 def _expand_graph(graph, first, inverse):
     """Lift a graph on distinct rows to all rows: each duplicate is linked with weight 1
     to the first occurrence of its row, which carries the distinct row's edges."""
@@ -104,7 +134,7 @@ class UMAP:
     spread : float, default=1.0
         Scale of the embedded points.
     n_epochs : int or None, default=None
-        Layout epochs; None picks by size (300 up to 10,000 rows, else 200).
+        Layout epochs; None picks by size (500 up to 10,000 rows, else 200, as umap-learn).
     learning_rate : float, default=1.0
         Initial SGD step, decayed linearly to 0.
     init : {"spectral", "pca", "random"} or array of shape (n_samples, n_components)
@@ -138,8 +168,8 @@ class UMAP:
         exact (BLAS) up to ``latentlens.umap.graph.EXACT_MAX_ROWS`` rows and an
         approximate random projection forest with neighbour descent above.
     transform_n_epochs : int or None, default=None
-        Epochs for new points in :meth:`transform`; None uses ``max(30, n_epochs // 6)``
-        with ``n_epochs`` the training epochs.
+        Epochs for new points in :meth:`transform`; None uses
+        ``max(30, min(50, n_epochs // 6))`` with ``n_epochs`` the training epochs.
 
     Attributes
     ----------
@@ -347,21 +377,29 @@ class UMAP:
                 random_state=seed % (2**31),
                 method=self.knn_method,
             )
+        # The graph and the layout cover every row, duplicates included. The search ran
+        # once per distinct row, and its table is expanded to what a search over all rows
+        # returns. So a row repeated m times weighs m times, as in umap-learn. A graph on
+        # distinct rows cost 0.014 of trustworthiness on MiniLM embeddings of docstrings,
+        # of which 30 % are repeats.
+        full_knn = knn if n_unique == n_samples else _expand_knn(knn, inverse, k)
         fuzzy = graph_module.fuzzy_simplicial_set(
-            knn[0],
-            knn[1],
-            n_unique,
+            full_knn[0],
+            full_knn[1],
+            n_samples,
             local_connectivity=self.local_connectivity,
             set_op_mix_ratio=self.set_op_mix_ratio,
         )
 
-        n_epochs = self.n_epochs if self.n_epochs is not None else layout.default_n_epochs(n_unique)
-        start = self._initial_layout(fuzzy, rows, first, init_array, rng)
+        n_epochs = (
+            self.n_epochs if self.n_epochs is not None else layout.default_n_epochs(n_samples)
+        )
+        start = self._initial_layout(fuzzy, X, init_array, rng)
         embedding = self._optimize(fuzzy, start, n_epochs, seed)
 
         self.n_epochs_ = n_epochs
         self._seed = seed
-        self._store(rows, embedding, first, inverse, fuzzy)
+        self._store(rows, _group_means(embedding, inverse, n_unique), first, inverse, fuzzy)
         self._set_query_graph(knn[0], rng)
         return self
 
@@ -382,11 +420,11 @@ class UMAP:
         n_landmarks = min(n, max(256, int(2 * np.sqrt(n))))
         self._landmarks = np.sort(rng.choice(n, n_landmarks, replace=False)).astype(np.int64)
 
-    def _initial_layout(self, fuzzy, rows, first, init_array, rng):
+    def _initial_layout(self, fuzzy, rows, init_array, rng):
         dim = self.n_components
         n = rows.shape[0]
         if init_array is not None:
-            start = init_array[first]
+            start = init_array
             if not self.rescale_init:
                 return np.ascontiguousarray(start, dtype=np.float32)
             start = start - start.min(axis=0)
@@ -441,7 +479,8 @@ class UMAP:
             if bar is not None:
                 bar.close()
 
-    def _store(self, rows, embedding, first, inverse, fuzzy):
+    def _store(self, rows, embedding, first, inverse, graph):
+        """Store the distinct rows and their positions, and ``graph`` over every row."""
         center = None
         if self.metric == "euclidean":
             center = rows.mean(axis=0, dtype=np.float64).astype(np.float32)
@@ -451,8 +490,7 @@ class UMAP:
         self._first = first
         self._inverse = inverse
         self.embedding_ = self._unique_embedding[inverse]
-        self.graph_ = _expand_graph(fuzzy, first, inverse)
-        self._graph_unique = fuzzy
+        self.graph_ = graph
 
     def _finish_constant(self, rows, first, inverse):
         self._knn_indices = None
@@ -460,8 +498,9 @@ class UMAP:
         self.n_neighbors_ = 1
         self.n_epochs_ = 0
         self._seed = 0
-        fuzzy = scipy.sparse.csr_matrix((1, 1), dtype=np.float32)
-        self._store(rows, np.zeros((1, self.n_components), np.float32), first, inverse, fuzzy)
+        # Every copy is linked with weight 1 to the first row.
+        graph = _expand_graph(scipy.sparse.csr_matrix((1, 1), dtype=np.float32), first, inverse)
+        self._store(rows, np.zeros((1, self.n_components), np.float32), first, inverse, graph)
 
     def fit_transform(self, X, y=None):
         """Fit ``X`` and return ``embedding_`` (float32, ``(n_samples, n_components)``).
@@ -565,7 +604,7 @@ class UMAP:
         if n_epochs is None:
             # New points start at the weighted mean of their neighbours, already close
             # to their final place, so a sixth of the training epochs suffices.
-            n_epochs = max(30, self.n_epochs_ // 6)
+            n_epochs = max(30, min(50, self.n_epochs_ // 6))
         if n_epochs == 0:
             return start
         # The edge schedule uses 1.0 as the largest weight (not the batch maximum), so a
@@ -648,7 +687,7 @@ class UMAP:
             "n_features_in": self.n_features_in_,
             "seed": int(self._seed),
         }
-        graph = self._graph_unique.tocsr()
+        graph = self.graph_.tocsr()
         arrays = {
             "meta": np.frombuffer(
                 json.dumps(meta, default=_json_scalar).encode("utf-8"), dtype=np.uint8
@@ -721,7 +760,10 @@ class UMAP:
             model._center = archive["center"] if "center" in archive else None
             model._knn_indices = archive["knn_indices"] if "knn_indices" in archive else None
             model._landmarks = archive["landmarks"] if "landmarks" in archive else None
-        model._graph_unique = fuzzy
         model.embedding_ = model._unique_embedding[model._inverse]
-        model.graph_ = _expand_graph(fuzzy, model._first, model._inverse)
+        if fuzzy.shape[0] == model._inverse.size:
+            model.graph_ = fuzzy
+        else:
+            # Files written before the graph covered duplicates contain it on distinct rows.
+            model.graph_ = _expand_graph(fuzzy, model._first, model._inverse)
         return model

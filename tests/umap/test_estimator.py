@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from latentlens.umap import UMAP, UMAPParameterWarning
+from latentlens.umap import UMAP, UMAPParameterWarning, graph
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +177,21 @@ def test_duplicates_share_a_position():
     np.testing.assert_array_equal(model.embedding_[130:160], model.embedding_[:30])
     assert model.graph_.shape == (160, 160)
     assert model.graph_[100, 0] == 1.0
+
+
+def test_duplicates_weigh_as_in_a_search_over_all_rows():
+    # The search runs once per distinct row; the graph must still be the one that an
+    # exact search over every row (copies at distance 0) gives, as in umap-learn.
+    rng = np.random.default_rng(7)
+    base = rng.normal(size=(150, 6)).astype(np.float32)
+    X = np.vstack([base, base[:40], base[:40], base[10:20]])
+    model = UMAP(n_neighbors=10, n_epochs=20, random_state=0, knn_method="exact").fit(X)
+    indices, distances = graph.nearest_neighbors(X, 10, method="exact")
+    expected = graph.fuzzy_simplicial_set(indices, distances, X.shape[0])
+    assert model.graph_.shape == expected.shape
+    np.testing.assert_array_equal(model.graph_.toarray() > 0, expected.toarray() > 0)
+    # Distances from BLAS differ in the last float32 bits between the two searches.
+    np.testing.assert_allclose(model.graph_.toarray(), expected.toarray(), atol=1e-5)
 
 
 def test_constant_data_warns_and_stacks():
