@@ -215,8 +215,9 @@ def _flagged_push(values, labels, flags, value, label):
 def reverse_lists(labels, flags, reverse_indptr, reverse_rows, reverse_new):
     """Fill the reverse neighbour lists of a kNN table by counting sort.
 
-    Point ``q`` lists, in increasing order, the rows ``p`` whose columns ``1..k-1`` hold
-    ``q``, with that entry's new-flag; negative labels (empty slots) are skipped.
+    Point ``q`` lists, in increasing order, the rows ``p`` whose columns ``1..k-1``
+    contain ``q``, each with that entry's new-flag. Negative labels (empty slots) are
+    skipped.
     ``reverse_indptr`` has ``n + 1`` entries; ``reverse_rows`` and ``reverse_new`` are
     filled up to ``reverse_indptr[n]``. Sorting the flat table in Python instead took a
     quarter of the whole search.

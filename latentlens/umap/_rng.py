@@ -38,7 +38,7 @@ def stream_state(seed, key, counter):
 def counter_draw(state, counter):
     """Return draw number ``counter`` of the stream that starts at ``state``.
 
-    This is the ``counter + 1``-th output of SplitMix64 seeded with ``state``: draws
+    This is the ``counter + 1``-th output of SplitMix64 seeded with ``state``. The draws
     need no sequential state, so independent draws can be computed side by side.
     """
     return splitmix64(state + np.uint64(counter) * _GOLDEN)

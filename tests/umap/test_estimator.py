@@ -179,9 +179,9 @@ def test_duplicates_share_a_position():
     assert model.graph_[100, 0] == 1.0
 
 
-def test_duplicates_weigh_as_in_a_search_over_all_rows():
-    # The search runs once per distinct row; the graph must still be the one that an
-    # exact search over every row (copies at distance 0) gives, as in umap-learn.
+def test_duplicate_rows_graph_matches_full_search():
+    # The search runs once per distinct row. The graph must still equal the one from an
+    # exact search over every row, with copies at distance 0, as in umap-learn.
     rng = np.random.default_rng(7)
     base = rng.normal(size=(150, 6)).astype(np.float32)
     X = np.vstack([base, base[:40], base[:40], base[10:20]])
