@@ -163,8 +163,10 @@ def _as_column(value: Any, parameter: str) -> np.ndarray | torch.Tensor | None:
                 f"{tuple(value.shape)}"
             )
         # A copy, so later changes to the caller's tensor cannot alter captured metadata.
-        value = value.detach()
-        return value.clone() if value.device.type == "cpu" else value.cpu()
+        # Labels rarely require grad; skipping detach() then saves a torch call per step.
+        if value.requires_grad:
+            value = value.detach()
+        return value.clone() if value.is_cpu else value.cpu()
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     # A copy, so later changes to the caller's array cannot alter captured metadata.
