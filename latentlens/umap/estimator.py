@@ -15,6 +15,7 @@ import scipy.sparse
 
 from latentlens.umap import _graph_kernels, _validation, layout, spectral
 from latentlens.umap import graph as graph_module
+from latentlens.umap._threads import single_thread_below
 from latentlens.umap._validation import UMAPParameterWarning
 
 logger = logging.getLogger(__name__)
@@ -587,18 +588,20 @@ class UMAP:
                 block_rows=graph_module.QUERY_BLOCK_ROWS,
             )
         graph_module.convert_distances(distances, self.metric)
-        sigma, rho = _graph_kernels.smooth_knn_dist(
-            distances, 64, max(0.0, float(self.local_connectivity) - 1.0), 1.0, False
-        )
-        no_self = np.full(X.shape[0], -1, dtype=np.int32)
-        _, cols, weights = _graph_kernels.membership_strengths(
-            indices, distances, sigma, rho, no_self
-        )
-        indptr = np.arange(0, X.shape[0] * k + 1, k, dtype=np.int64)
-        start = np.empty((X.shape[0], self.n_components), dtype=np.float32)
         from latentlens.umap import _layout_kernels
 
-        _layout_kernels.weighted_mean_init(indptr, cols, weights, self._unique_embedding, start)
+        with single_thread_below(X.shape[0] * k):
+            sigma, rho = _graph_kernels.smooth_knn_dist(
+                distances, 64, max(0.0, float(self.local_connectivity) - 1.0), 1.0, False
+            )
+            no_self = np.full(X.shape[0], -1, dtype=np.int32)
+            _, cols, weights = _graph_kernels.membership_strengths(
+                indices, distances, sigma, rho, no_self
+            )
+            indptr = np.arange(0, X.shape[0] * k + 1, k, dtype=np.int64)
+            start = np.empty((X.shape[0], self.n_components), dtype=np.float32)
+            _layout_kernels.weighted_mean_init(indptr, cols, weights, self._unique_embedding, start)
+            keys = _graph_kernels.hash_rows(X)
 
         n_epochs = self.transform_n_epochs
         if n_epochs is None:
@@ -625,7 +628,6 @@ class UMAP:
             else np.full_like(epochs_per_sample, 2.0 * n_epochs + 2.0),
         }
         schedule["epoch_of_next_negative_sample"] = schedule["epochs_per_negative_sample"].copy()
-        keys = _graph_kernels.hash_rows(X)
         return layout.optimize_layout(
             start,
             self._unique_embedding,

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import logging
 
-import numba
 import numpy as np
 import scipy.sparse
 
 from latentlens.umap import _layout_kernels as kernels
+from latentlens.umap._threads import SMALL_WORK, single_thread_below
 
 logger = logging.getLogger(__name__)
 
-# Below this many edges an epoch runs on one thread: waking the other threads costs from
-# tens of microseconds on an idle machine to milliseconds on a busy one, more than the
-# epoch itself. The same compiled kernel runs either way, so results are identical.
-PARALLEL_MIN_EDGES = 100_000
+# Below this many edges the epochs run on one thread (see latentlens.umap._threads). The
+# same compiled kernel runs either way, so results are identical.
+PARALLEL_MIN_EDGES = SMALL_WORK
 
 
 def default_n_epochs(n_samples):
@@ -127,10 +126,7 @@ def optimize_layout(
         fixed_tail is None,
     )
     report_every = max(1, n_epochs // 10)
-    threads = numba.get_num_threads()
-    if schedule["tails"].size < PARALLEL_MIN_EDGES:
-        numba.set_num_threads(1)
-    try:
+    with single_thread_below(schedule["tails"].size, PARALLEL_MIN_EDGES):
         for epoch in range(n_epochs):
             alpha = initial_alpha * (1.0 - epoch / float(n_epochs))
             kernel(
@@ -146,6 +142,4 @@ def optimize_layout(
             previous, current = current, previous
             if progress is not None and ((epoch + 1) % report_every == 0 or epoch + 1 == n_epochs):
                 progress(epoch + 1)
-    finally:
-        numba.set_num_threads(threads)
     return previous
