@@ -22,7 +22,6 @@ import argparse
 import tempfile
 import warnings
 
-import numpy as np
 from sklearn.manifold import trustworthiness
 
 from latentlens import UMAP

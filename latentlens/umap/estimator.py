@@ -15,7 +15,7 @@ import scipy.sparse
 
 from latentlens.umap import _graph_kernels, _validation, layout, spectral
 from latentlens.umap import graph as graph_module
-from latentlens.umap._threads import single_thread_below
+from latentlens.umap._threads import SMALL_WORK, single_thread_below
 from latentlens.umap._validation import UMAPParameterWarning
 
 logger = logging.getLogger(__name__)
@@ -640,6 +640,8 @@ class UMAP:
             gamma=float(self.repulsion_strength),
             initial_alpha=float(self.learning_rate) / 4.0,
             move_tail=False,
+            # Right after the search's GEMM one thread is faster here (see _threads).
+            parallel_min_edges=SMALL_WORK,
         )
 
     # persistence -------------------------------------------------------------------------
