@@ -232,7 +232,7 @@ def expand_knn(indices, distances, inverse, group_order, group_starts, out_indic
     neighbours among distinct rows. ``inverse[r]`` is the distinct row of row ``r``.
     ``group_order[group_starts[p]:group_starts[p + 1]]`` lists the rows equal to distinct
     row ``p``. Row ``r`` gets itself, then the other copies of its row at distance 0, then
-    every copy of each neighbour in order, up to ``out_indices.shape[1]`` entries; slots
+    every copy of each neighbour in order, up to ``out_indices.shape[1]`` entries. Slots
     left over get -1 and inf. This is the table a search over all rows would return, up
     to the order among equal distances.
     """

@@ -101,7 +101,7 @@ def optimize_layout(
     progress : callable or None
         Called with the number of finished epochs every tenth of the run.
     parallel_min_edges : int or None
-        Fewest edges for which the epochs use every numba thread; None means
+        Minimum number of edges at which the epochs use every numba thread; None means
         ``PARALLEL_MIN_EDGES``.
     """
     previous = np.ascontiguousarray(head, dtype=np.float32).copy()
