@@ -139,6 +139,12 @@ def _as_rows(X: Any, name: str = "X") -> np.ndarray:
             f"{name} has shape {rows.shape}; expected (n_samples, n_features) or (n_samples, ...) "
             f"for a custom encoder. Reshape a single row with {name}.reshape(1, -1)."
         )
+    # NaN and inf survive any sum, so a finite sum proves every value finite. A sum of
+    # large finite values can overflow, so a non-finite sum falls back to the full check.
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = rows.sum()
+    if np.isfinite(total):
+        return rows
     finite = np.isfinite(rows)
     if not finite.all():
         bad_rows = int((~finite.reshape(rows.shape[0], -1)).any(axis=1).sum())
@@ -192,7 +198,7 @@ class ParametricUMAP(BaseEstimator):
         Network from the embedding back to rows, used by ``inverse_transform``.
         None builds the mirrored MLP only when ``reconstruction_weight > 0``;
         "mlp" always builds it.
-    hidden_sizes : sequence of int, default=(256, 256, 256)
+    hidden_sizes : sequence of int, default=(100, 100, 100)
         Hidden widths of the default MLP encoder (and, reversed, decoder).
     reconstruction_weight : float, default=0.0
         Weight of the mean squared reconstruction error, measured in units of
@@ -220,7 +226,7 @@ class ParametricUMAP(BaseEstimator):
     n_init_epochs : int or None, default=None
         Epochs of regression onto ``init_layout``, in batches of ``batch_size``
         rows; None chooses enough for about 1,000 steps, at least 10 and at most 500.
-    learning_rate : float, default=1e-3
+    learning_rate : float, default=3e-3
         Adam learning rate; it decays linearly to a tenth of this value.
     init_layout : array of shape (n_samples, n_components), "umap" or None, default=None
         Layout the encoder is first regressed onto before the UMAP loss
@@ -291,7 +297,7 @@ class ParametricUMAP(BaseEstimator):
         batch_size: int = 512,
         n_training_epochs: int | None = None,
         n_init_epochs: int | None = None,
-        learning_rate: float = 1e-3,
+        learning_rate: float = 3e-3,
         init_layout: np.ndarray | str | None = None,
         transform_batch_size: int = 2048,
     ) -> None:
@@ -662,13 +668,14 @@ class ParametricUMAP(BaseEstimator):
         module.eval()
         try:
             with torch.inference_mode():
+                network = module.folded() if isinstance(module, MLPEncoder) else module
                 for start in range(0, rows.shape[0], size):
                     part = rows[start : start + size]
                     n_rows = part.shape[0]
                     if n_rows < size:
                         padding = np.zeros((size - n_rows, *part.shape[1:]), dtype=part.dtype)
                         part = np.concatenate([part, padding])
-                    result = module(torch.from_numpy(part).to(self.device_))
+                    result = network(torch.from_numpy(part).to(self.device_))
                     outputs.append(result[:n_rows].float().to("cpu").numpy())
         finally:
             module.train(was_training)

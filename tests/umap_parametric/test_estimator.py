@@ -282,6 +282,25 @@ def test_fit_rejects_bad_rows(blobs):
         ParametricUMAP(device="cpu").fit(rows.reshape(300, 2, 5))
 
 
+def test_transform_matches_unfolded_encoder(fitted, blobs):
+    rows, _ = blobs
+    with torch.no_grad():
+        direct = fitted.encoder_(torch.from_numpy(rows)).numpy()
+    np.testing.assert_allclose(fitted.transform(rows), direct, rtol=1e-5, atol=1e-5)
+
+
+def test_finite_check_allows_overflowing_sum(fitted):
+    # The sum of these finite float32 rows overflows to inf, and they must still pass.
+    huge = np.full((3, 10), 3e38, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        assert np.isinf(huge.sum())
+    assert np.isfinite(fitted.transform(huge)).shape == (3, 2)
+    with_inf = huge.copy()
+    with_inf[1, 4] = -np.inf
+    with pytest.raises(ValueError, match="NaN or infinite values in 1 rows"):
+        fitted.transform(with_inf)
+
+
 def test_transform_rejects_bad_input(fitted):
     with pytest.raises(ValueError, match=r"rows of shape \(4,\); this model was fitted on rows of"):
         fitted.transform(np.zeros((3, 4)))
