@@ -31,32 +31,59 @@ def _insert_sorted(values, labels, size, value, label):
 
 
 @numba.njit(cache=True, parallel=True, fastmath=FAST_FLAGS)
-def select_smallest(block, k, self_offset, out_indices, out_values):
-    """Write the ``k`` smallest entries of each row of ``block`` in ascending order.
+def search_blocks(
+    queries, data, squared_norms, k, block_rows, self_offset, metric_code, out_indices, out_values
+):
+    """Write the ``k`` data rows ranked closest to each query, in ascending order.
 
-    ``block`` is float32 ``(m, n)``. When ``self_offset >= 0`` the entry at column
-    ``self_offset + row`` is the point itself and is placed first whatever its value.
-    Ties keep the lower column first, so the selection does not depend on threads.
+    Queries go in blocks of ``block_rows`` rows, one block per thread at a time. For
+    ``metric_code`` 0 a block's ranking values are ``|x|^2 - 2 q.x`` from one GEMM of the
+    zero-padded block. So every query meets the same BLAS call whatever its batch, and
+    the caller limits BLAS to one thread. For 1 the values are L1 distances. When
+    ``self_offset >= 0`` the data row ``self_offset + i`` is query ``i`` itself and is
+    placed first whatever its value. Ties keep the lower row first.
     """
-    m, n = block.shape
-    for row in numba.prange(m):
-        values = np.full(k, np.inf, dtype=np.float32)
-        labels = np.full(k, -1, dtype=np.int32)
-        self_column = self_offset + row if self_offset >= 0 else -1
-        start = 0
-        if self_column >= 0:
-            values[0] = -np.inf
-            labels[0] = self_column
-            start = 1
-        for column in range(n):
-            if column == self_column:
-                continue
-            value = block[row, column]
-            if value < values[k - 1]:
-                _insert_sorted(values[start:], labels[start:], k - start, value, column)
-        for j in range(k):
-            out_indices[row, j] = labels[j]
-            out_values[row, j] = values[j]
+    m, n_features = queries.shape
+    n = data.shape[0]
+    n_blocks = (m + block_rows - 1) // block_rows
+    for block in numba.prange(n_blocks):
+        start = block * block_rows
+        rows = min(block_rows, m - start)
+        if metric_code == 0:
+            padded = np.zeros((block_rows, n_features), dtype=np.float32)
+            # Explicit loops: a 2-D slice assignment here took 4 s more to compile.
+            for r in range(rows):
+                for f in range(n_features):
+                    padded[r, f] = queries[start + r, f]
+            products = np.dot(padded, data.T)
+        else:
+            products = np.empty((0, 0), dtype=np.float32)
+        values = np.empty(k, dtype=np.float32)
+        labels = np.empty(k, dtype=np.int32)
+        for r in range(rows):
+            row = start + r
+            values[:] = np.inf
+            labels[:] = -1
+            self_column = self_offset + row if self_offset >= 0 else -1
+            first = 0
+            if self_column >= 0:
+                values[0] = -np.inf
+                labels[0] = self_column
+                first = 1
+            for column in range(n):
+                if column == self_column:
+                    continue
+                if metric_code == 0:
+                    value = squared_norms[column] - np.float32(2.0) * products[r, column]
+                else:
+                    value = np.float32(0.0)
+                    for f in range(n_features):
+                        value += abs(queries[row, f] - data[column, f])
+                if value < values[k - 1]:
+                    _insert_sorted(values[first:], labels[first:], k - first, value, column)
+            for j in range(k):
+                out_indices[row, j] = labels[j]
+                out_values[row, j] = values[j]
 
 
 @numba.njit(cache=True, parallel=True, fastmath=FAST_FLAGS)
@@ -101,20 +128,6 @@ def refine_distances(queries, data, candidates, metric_code, out_indices, out_di
         for j in range(k):
             out_indices[row, j] = labels[j]
             out_distances[row, j] = values[j]
-
-
-@numba.njit(cache=True, parallel=True, fastmath=FAST_FLAGS)
-def manhattan_block(queries, data, out):
-    """Fill ``out[i, j]`` with the L1 distance between ``queries[i]`` and ``data[j]``."""
-    m = queries.shape[0]
-    n = data.shape[0]
-    n_features = queries.shape[1]
-    for i in numba.prange(m):
-        for j in range(n):
-            total = np.float32(0.0)
-            for f in range(n_features):
-                total += abs(queries[i, f] - data[j, f])
-            out[i, j] = total
 
 
 @numba.njit(cache=True, parallel=True, fastmath=FAST_FLAGS)

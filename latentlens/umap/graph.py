@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse
 
 from latentlens.umap import _graph_kernels as kernels
-from latentlens.umap._threads import single_thread_below
+from latentlens.umap._threads import blas_single_thread
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +36,6 @@ EXACT_MAX_ROWS_MANHATTAN = 4096
 # (the last one padded), so each query meets the same BLAS call whatever else is in its batch.
 QUERY_BLOCK_ROWS = 256
 FIT_BLOCK_ROWS = 512
-# Bytes of GEMM output that exact_search collects before selecting neighbours.
-PASS_BYTES = 64 * 2**20
-# Below this many GEMM entries per pass, the selection runs on one thread.
-SELECT_PARALLEL_MIN = 32 * 2**20
 
 
 def _check_metric(metric):
@@ -94,53 +90,33 @@ def exact_search(queries, data, n_neighbors, *, metric_code=0, self_offset=None,
     n_data = data.shape[0]
     indices = np.empty((n_queries, n_neighbors), dtype=np.int32)
     distances = np.empty((n_queries, n_neighbors), dtype=np.float32)
-    n_candidates = _candidate_count(n_neighbors, n_data) if metric_code == 0 else n_neighbors
-    squared_norms = np.einsum("ij,ij->i", data, data) if metric_code == 0 else None
-    # Several GEMM blocks fill one buffer before the numba kernels run over all of it.
-    # OpenBLAS's threads and numba's OpenMP threads both spin for a while after their
-    # work, so alternating them block by block made each slow the other down.
-    blocks_per_pass = max(
-        1, min(-(-n_queries // block_rows), PASS_BYTES // (4 * n_data * block_rows))
+    euclidean = metric_code == 0
+    n_candidates = _candidate_count(n_neighbors, n_data) if euclidean else n_neighbors
+    squared_norms = (
+        np.einsum("ij,ij->i", data, data) if euclidean else np.empty(0, dtype=np.float32)
     )
-    pass_rows = blocks_per_pass * block_rows
-    buffer = np.empty((pass_rows, n_data), dtype=np.float32)
-    padded = np.zeros((block_rows, queries.shape[1]), dtype=np.float32)
-    cand_indices = np.empty((pass_rows, n_candidates), dtype=np.int32)
-    cand_values = np.empty((pass_rows, n_candidates), dtype=np.float32)
-
-    for pass_start in range(0, n_queries, pass_rows):
-        pass_stop = min(pass_start + pass_rows, n_queries)
-        for start in range(pass_start, pass_stop, block_rows):
-            stop = min(start + block_rows, pass_stop)
-            block = buffer[start - pass_start : start - pass_start + block_rows]
-            padded[: stop - start] = queries[start:stop]
-            padded[stop - start :] = 0.0
-            if metric_code == 0:
-                np.matmul(padded, data.T, out=block)
-                block *= -2.0
-                block += squared_norms[None, :]
-            else:
-                kernels.manhattan_block(padded, data, block)
-        used = pass_stop - pass_start
-        offset = -1 if self_offset is None else self_offset + pass_start
-        # Right after the GEMM, one thread selects faster than two (see _threads).
-        with single_thread_below(used * n_data, SELECT_PARALLEL_MIN):
-            kernels.select_smallest(
-                buffer[:used], n_candidates, offset, cand_indices[:used], cand_values[:used]
-            )
-            if metric_code == 0:
-                kernels.refine_distances(
-                    queries[pass_start:pass_stop],
-                    data,
-                    cand_indices[:used],
-                    0,
-                    indices[pass_start:pass_stop],
-                    distances[pass_start:pass_stop],
-                )
-        if metric_code != 0:
-            indices[pass_start:pass_stop] = cand_indices[:used]
-            # The point itself was ranked first with -inf; its distance is 0.
-            np.maximum(cand_values[:used], 0.0, out=distances[pass_start:pass_stop])
+    candidate_indices = np.empty((n_queries, n_candidates), dtype=np.int32)
+    candidate_values = np.empty((n_queries, n_candidates), dtype=np.float32)
+    # Each numba thread runs single-threaded GEMMs on its own blocks and ranks the rows
+    # while they are in cache. BLAS threads would compete with numba's for the cores.
+    with blas_single_thread():
+        kernels.search_blocks(
+            queries,
+            data,
+            squared_norms,
+            n_candidates,
+            block_rows,
+            -1 if self_offset is None else self_offset,
+            metric_code,
+            candidate_indices,
+            candidate_values,
+        )
+        if euclidean:
+            kernels.refine_distances(queries, data, candidate_indices, 0, indices, distances)
+    if not euclidean:
+        indices[:] = candidate_indices
+        # The point itself was ranked first with -inf; its distance is 0.
+        np.maximum(candidate_values, 0.0, out=distances)
     if self_offset is not None:
         # The point itself may tie with duplicates at distance 0. It goes first.
         _move_self_first(indices, distances, self_offset)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 from scipy.optimize import curve_fit
@@ -32,6 +33,44 @@ def test_exact_knn_matches_brute_force(metric):
     np.testing.assert_allclose(distances, ref_distances, rtol=1e-4, atol=1e-5)
     same = np.mean([set(a) == set(b) for a, b in zip(indices, ref_indices, strict=True)])
     assert same == 1.0
+
+
+@pytest.mark.parametrize(("metric", "metric_code"), [("euclidean", 0), ("manhattan", 1)])
+def test_exact_search_blocks_match_brute_force(metric, metric_code):
+    rng = np.random.default_rng(2)
+    data = rng.normal(size=(500, 24)).astype(np.float32)
+    queries = rng.normal(size=(103, 24)).astype(np.float32)
+    # 103 queries in blocks of 16: seven blocks, the last one padded.
+    indices, distances = graph.exact_search(
+        queries, data, 7, metric_code=metric_code, block_rows=16
+    )
+    name = {"manhattan": "cityblock"}.get(metric, metric)
+    D = cdist(queries.astype(np.float64), data.astype(np.float64), metric=name)
+    order = np.argsort(D, axis=1, kind="stable")[:, :7]
+    assert np.array_equal(indices, order)
+    np.testing.assert_allclose(distances, np.take_along_axis(D, order, axis=1), rtol=1e-5)
+
+    # A query gives the same bits in another batch, at another place in its block.
+    part_indices, part_distances = graph.exact_search(
+        queries[50:53], data, 7, metric_code=metric_code, block_rows=16
+    )
+    assert np.array_equal(part_indices, indices[50:53])
+    assert np.array_equal(part_distances, distances[50:53])
+
+
+def test_exact_search_same_on_one_thread():
+    rng = np.random.default_rng(3)
+    data = rng.normal(size=(400, 16)).astype(np.float32)
+    parallel = graph.exact_search(data, data, 9, self_offset=0, block_rows=32)
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        serial = graph.exact_search(data, data, 9, self_offset=0, block_rows=32)
+    finally:
+        numba.set_num_threads(threads)
+    assert np.array_equal(parallel[0], serial[0])
+    assert np.array_equal(parallel[1], serial[1])
+    assert np.array_equal(parallel[0][:, 0], np.arange(400))
 
 
 def test_exact_knn_puts_self_before_duplicates():
