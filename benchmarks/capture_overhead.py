@@ -13,16 +13,25 @@ processes hits all of them alike. The variants are: no hooks; ``ActivationRecord
 with labels, capturing every step; and, as the anchor, a hand-written forward hook that keeps
 ``output.detach().float().cpu().clone()`` of the full output (what a plain hook cache in
 the style of TransformerLens' ``run_with_cache`` stores). A repeat times ``--steps``
-consecutive training steps per variant; the figures are medians over repeats of the
-per-step wall time and of the per-step CPU time of this process.
+consecutive training steps per variant; a process reports medians over repeats of the
+per-step wall time and of the per-step CPU time.
 
-Run: python benchmarks/capture_overhead.py [--repeats 15] [--steps 20] [--threads 1]
+Each model is measured in ``--processes`` fresh processes. The same code gave the CNN
+1.018, 1.049 and 1.036 in three single-process runs in a row, a spread as large as the
+capture's cost; a different memory layout per process is the likely cause. The summary
+is the median over processes of each process's CPU-time ratio, with the lowest and highest.
+
+Run: python benchmarks/capture_overhead.py [--processes 5] [--repeats 11] [--steps 20]
+[--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -95,7 +104,7 @@ def time_steps(
     return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
 
 
-def measure(case: Callable, repeats: int, steps: int) -> dict[str, float]:
+def measure(case: Callable, repeats: int, steps: int) -> dict[str, tuple[float, float]]:
     import contextlib
 
     from latentlens.capture import ActivationRecorder
@@ -152,36 +161,87 @@ def measure(case: Callable, repeats: int, steps: int) -> dict[str, float]:
     }
 
 
+CASES = {
+    "bert": ("BERT 2x128, seq 64, b 16", transformer_case),
+    "cnn": ("DigitsCNN, batch 64", cnn_case),
+}
+
+
+def run_child(case: str, args: argparse.Namespace) -> dict[str, list[float]]:
+    """Measure ``case`` in a fresh process and return its medians per variant."""
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        case,
+        "--repeats",
+        str(args.repeats),
+        "--steps",
+        str(args.steps),
+        "--threads",
+        str(args.threads),
+    ]
+    output = subprocess.run(command, capture_output=True, text=True, check=False)
+    if output.returncode != 0:
+        raise RuntimeError(f"the {case} measurement failed:\n{output.stderr[-3000:]}")
+    return json.loads(output.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=15, help="Interleaved repeats per variant.")
+    parser.add_argument(
+        "--processes", type=int, default=5, help="Fresh processes per model (at least 1)."
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=11, help="Interleaved repeats per variant and process."
+    )
     parser.add_argument("--steps", type=int, default=20, help="Training steps timed per repeat.")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads.")
+    parser.add_argument("--child", choices=sorted(CASES), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.processes < 1:
+        parser.error(f"--processes must be at least 1, got {args.processes}")
+    if args.child:
+        torch.set_num_threads(args.threads)
+        medians = measure(CASES[args.child][1], args.repeats, args.steps)
+        print(json.dumps(medians))
+        return
 
     print(
-        f"torch {torch.__version__}, {args.threads} thread(s), {args.repeats} interleaved "
-        f"repeats x {args.steps} steps, median per-step time in ms (wall clock, and CPU time "
-        "of this process, which other processes' load disturbs less)"
+        f"torch {torch.__version__}, {args.threads} thread(s), {args.processes} processes x "
+        f"{args.repeats} interleaved repeats x {args.steps} steps; per process the median "
+        "per-step time in ms (wall clock, and CPU time of the process, which other "
+        "processes' load disturbs less)"
     )
     print(
-        f"{'model':<26}{'clock':>6}{'no capture':>12}{'latentlens':>12}{'ratio':>8}"
+        f"{'model':<26}{'run':>5}{'clock':>6}{'no capture':>12}{'latentlens':>12}{'ratio':>8}"
         f"{'naive hook':>12}{'ratio':>8}"
     )
-    for label, case in (
-        ("BERT 2x128, seq 64, b 16", transformer_case),
-        ("DigitsCNN, batch 64", cnn_case),
-    ):
-        medians = measure(case, args.repeats, args.steps)
-        for index, clock in enumerate(("wall", "cpu")):
-            plain = medians["plain"][index]
-            ours = medians["latentlens"][index]
-            naive = medians["naive hook"][index]
-            print(
-                f"{label:<26}{clock:>6}{plain * 1e3:>12.3f}{ours * 1e3:>12.3f}"
-                f"{ours / plain:>8.3f}{naive * 1e3:>12.3f}{naive / plain:>8.3f}"
-            )
+    summary = []
+    for case, (label, _) in CASES.items():
+        ratios: dict[str, list[float]] = {"latentlens": [], "naive hook": []}
+        for run in range(1, args.processes + 1):
+            medians = run_child(case, args)
+            for index, clock in enumerate(("wall", "cpu")):
+                plain = medians["plain"][index]
+                ours = medians["latentlens"][index]
+                naive = medians["naive hook"][index]
+                print(
+                    f"{label:<26}{run:>5}{clock:>6}{plain * 1e3:>12.3f}{ours * 1e3:>12.3f}"
+                    f"{ours / plain:>8.3f}{naive * 1e3:>12.3f}{naive / plain:>8.3f}",
+                    flush=True,
+                )
+            ratios["latentlens"].append(medians["latentlens"][1] / medians["plain"][1])
+            ratios["naive hook"].append(medians["naive hook"][1] / medians["plain"][1])
+        summary.append((label, ratios))
+
+    print("\nCPU-time ratio to no capture, median over processes (lowest to highest):")
+    for label, ratios in summary:
+        parts = [
+            f"{name} {statistics.median(values):.3f} ({min(values):.3f} to {max(values):.3f})"
+            for name, values in ratios.items()
+        ]
+        print(f"{label:<26}" + ", ".join(parts))
 
 
 if __name__ == "__main__":
