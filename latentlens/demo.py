@@ -279,6 +279,8 @@ def run_demo(
         n_neighbors=n_neighbors,
         random_state=seed,
         step_column="epoch",
+        # The 450 validation images contain about 45 per digit, fewer than the default 50.
+        min_class_size=30,
     )
 
     def evaluate_and_publish(trained: DigitsCNN, epoch: int) -> EpochResult:

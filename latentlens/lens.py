@@ -109,6 +109,9 @@ class LatentLens:
         Compute drift scalars and per-point outlier columns against the reference.
     alpha : float, default=0.05
         Significance level of the drift flag and of the ``outlier`` column.
+    min_class_size : int, default=50
+        Rows a class needs in both the reference and the current step to get its own drift
+        test under ``drift_by_class``. Smaller classes enter only the class-mix test.
     step_column : str, default="step"
         Name of the metadata column that contains the step (the demo uses ``"epoch"``).
     umap_options : dict, optional
@@ -124,7 +127,8 @@ class LatentLens:
     ------
     ValueError
         On an unknown ``projection``, an ``n_components`` other than 2 or 3, a non-positive
-        ``publish_every`` or ``n_neighbors``, or an ``alpha`` outside (0, 1).
+        ``publish_every`` or ``n_neighbors``, an ``alpha`` outside (0, 1), or a
+        ``min_class_size`` below 2.
 
     Examples
     --------
@@ -156,6 +160,7 @@ class LatentLens:
         drift: bool = True,
         outliers: bool = True,
         alpha: float = 0.05,
+        min_class_size: int = 50,
         step_column: str = "step",
         umap_options: Mapping[str, Any] | None = None,
         recorder_options: Mapping[str, Any] | None = None,
@@ -178,6 +183,14 @@ class LatentLens:
             raise ValueError(f"n_neighbors must be an integer >= 2, got {n_neighbors!r}")
         if not 0.0 < alpha < 1.0:
             raise ValueError(f"alpha must be in (0, 1), got {alpha!r}; 0.05 is usual")
+        if (
+            isinstance(min_class_size, bool)
+            or not isinstance(min_class_size, int)
+            or min_class_size < 2
+        ):
+            raise ValueError(
+                f"min_class_size must be an integer >= 2, got {min_class_size!r}; 50 is the default"
+            )
         if reference_step != "first" and not isinstance(reference_step, int):
             raise ValueError(
                 f"reference_step must be 'first' or an integer step, got {reference_step!r}"
@@ -196,6 +209,7 @@ class LatentLens:
         self.compute_drift = drift
         self.compute_outliers = outliers
         self.alpha = alpha
+        self.min_class_size = min_class_size
         self.step_column = step_column
         self.umap_options = dict(umap_options or {})
         self.outlier_options = dict(outlier_options or {})
@@ -520,6 +534,7 @@ class LatentLens:
                     values,
                     reference.labels,
                     labels,
+                    min_class_size=self.min_class_size,
                     alpha=self.alpha,
                     random_state=self.random_state,
                 )

@@ -165,3 +165,20 @@ def test_demo_maps_stay_aligned(demo_run):
     # Mean movement of a point over the spread of the map. Independent UMAP fits of the same
     # two epochs move points by 0.4-0.9 of the spread (benchmarks/map_stability.py).
     assert displacement < 0.3
+
+
+def test_demo_writes_drift_per_digit(demo_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logdir, _, _ = demo_run
+    events = EventAccumulator(str(logdir / "digits"), size_guidance={"scalars": 0}).Reload()
+    tags = set(events.Tags()["scalars"])
+    for layer in DEMO_LAYERS:
+        assert f"drift_by_class/{layer}/class_mix_p_value" in tags
+        for digit in range(10):
+            tag = f"drift_by_class/{layer}/{digit}/p_value_holm"
+            assert tag in tags
+            # Epochs 2 and 3 are compared with epoch 1.
+            values = [event.value for event in events.Scalars(tag)]
+            assert len(values) == EPOCHS - 1
+            assert all(0.0 < value <= 1.0 for value in values)

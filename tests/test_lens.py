@@ -51,6 +51,8 @@ def test_record_rejects_mismatched_lengths(tmp_path):
         ({"n_components": 4}, "n_components must be 2 or 3"),
         ({"publish_every": 0}, "publish_every must be a positive integer"),
         ({"alpha": 1.5}, "alpha must be in"),
+        ({"min_class_size": 1}, "min_class_size must be an integer >= 2, got 1"),
+        ({"min_class_size": 2.5}, "min_class_size must be an integer >= 2, got 2.5"),
         ({"reference_step": "last"}, "reference_step must be 'first'"),
     ],
 )
