@@ -147,10 +147,10 @@ def _as_rows(X: Any, name: str = "X") -> np.ndarray:
         return rows
     finite = np.isfinite(rows)
     if not finite.all():
-        bad_rows = int((~finite.reshape(rows.shape[0], -1)).any(axis=1).sum())
+        bad_rows = np.flatnonzero((~finite.reshape(rows.shape[0], -1)).any(axis=1))
         raise ValueError(
-            f"{name} contains NaN or infinite values in {bad_rows} rows; remove or impute "
-            "them first."
+            f"{name} contains NaN or infinite values in {bad_rows.size} row(s), the first at "
+            f"row {bad_rows[0]}; remove or impute them first."
         )
     return rows
 

@@ -272,7 +272,9 @@ def test_fit_rejects_bad_rows(blobs):
     rows, _ = blobs
     with_nan = rows.copy()
     with_nan[3, 2] = np.nan
-    with pytest.raises(ValueError, match="NaN or infinite values in 1 rows"):
+    with pytest.raises(
+        ValueError, match=r"NaN or infinite values in 1 row\(s\), the first at row 3"
+    ):
         ParametricUMAP(device="cpu").fit(with_nan)
     with pytest.raises(ValueError, match="X has 10 rows but n_neighbors=15"):
         ParametricUMAP(device="cpu").fit(rows[:10])
@@ -297,7 +299,9 @@ def test_finite_check_allows_overflowing_sum(fitted):
     assert np.isfinite(fitted.transform(huge)).shape == (3, 2)
     with_inf = huge.copy()
     with_inf[1, 4] = -np.inf
-    with pytest.raises(ValueError, match="NaN or infinite values in 1 rows"):
+    with pytest.raises(
+        ValueError, match=r"NaN or infinite values in 1 row\(s\), the first at row 1"
+    ):
         fitted.transform(with_inf)
 
 
