@@ -22,7 +22,7 @@ capture's cost; a different memory layout per process is the likely cause. The s
 is the median over processes of each process's CPU-time ratio, with the lowest and highest.
 
 Run: python benchmarks/capture_overhead.py [--processes 5] [--repeats 11] [--steps 20]
-[--threads 1]
+[--threads 1] [--models bert,cnn]
 """
 
 from __future__ import annotations
@@ -197,10 +197,17 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=20, help="Training steps timed per repeat.")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads.")
+    parser.add_argument(
+        "--models", default="bert,cnn", help="Comma-separated models to measure: bert, cnn."
+    )
     parser.add_argument("--child", choices=sorted(CASES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.processes < 1:
         parser.error(f"--processes must be at least 1, got {args.processes}")
+    models = args.models.split(",")
+    unknown = sorted(set(models) - set(CASES))
+    if unknown:
+        parser.error(f"--models has unknown names {unknown}; use bert, cnn or both")
     if args.child:
         torch.set_num_threads(args.threads)
         medians = measure(CASES[args.child][1], args.repeats, args.steps)
@@ -218,7 +225,8 @@ def main() -> None:
         f"{'naive hook':>12}{'ratio':>8}"
     )
     summary = []
-    for case, (label, _) in CASES.items():
+    for case in models:
+        label = CASES[case][0]
         ratios: dict[str, list[float]] = {"latentlens": [], "naive hook": []}
         for run in range(1, args.processes + 1):
             medians = run_child(case, args)
