@@ -36,6 +36,9 @@ EXACT_MAX_ROWS_MANHATTAN = 4096
 # (the last one padded), so each query meets the same BLAS call whatever else is in its batch.
 QUERY_BLOCK_ROWS = 256
 FIT_BLOCK_ROWS = 512
+# Products one thread holds at once when fit searches exactly; large exact searches take
+# shorter blocks to stay under it.
+FIT_BLOCK_BYTES = 32 * 2**20
 
 
 def _check_metric(metric):
@@ -358,7 +361,7 @@ def nearest_neighbors(
             n_neighbors,
             metric_code=1 if metric == "manhattan" else 0,
             self_offset=0,
-            block_rows=min(FIT_BLOCK_ROWS, n),
+            block_rows=min(FIT_BLOCK_ROWS, n, max(32, FIT_BLOCK_BYTES // (4 * n))),
         )
     elif method == "pynndescent":
         seed = None if random_state is None else int(random_state)
