@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from latentlens.umap import UMAP, UMAPParameterWarning, graph
+from latentlens.umap import UMAP, UMAPParameterWarning, graph, layout
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +79,19 @@ def test_transform_is_batch_invariant(fitted, clusters):
     np.testing.assert_array_equal(fitted.transform(new[40:41]), whole[40:41])
     shuffled = fitted.transform(new[::-1])
     np.testing.assert_array_equal(shuffled[::-1], whole)
+
+
+def test_large_transform_is_batch_invariant(fitted, clusters):
+    X, _ = clusters
+    rng = np.random.default_rng(6)
+    # 1,100 rows x 10 neighbours: several search blocks and a layout above
+    # PARALLEL_MIN_EDGES, so both run on every thread.
+    new = X[rng.integers(0, 400, 1100)] + rng.normal(scale=0.3, size=(1100, 8)).astype(np.float32)
+    assert new.shape[0] > graph.QUERY_BLOCK_ROWS
+    assert new.shape[0] * fitted.n_neighbors >= layout.PARALLEL_MIN_EDGES
+    whole = fitted.transform(new)
+    np.testing.assert_array_equal(fitted.transform(new[600:605]), whole[600:605])
+    np.testing.assert_array_equal(fitted.transform(new[::-1])[::-1], whole)
 
 
 def test_transform_lands_near_training_cluster(fitted, clusters):
