@@ -36,7 +36,7 @@ EXACT_MAX_ROWS_MANHATTAN = 4096
 # (the last one padded), so each query meets the same BLAS call whatever else is in its batch.
 QUERY_BLOCK_ROWS = 256
 FIT_BLOCK_ROWS = 512
-# Bytes of GEMM products one thread holds at once in fit's exact search. Large searches
+# Bytes of GEMM products one thread keeps at once in fit's exact search. Large searches
 # take shorter blocks to stay under it.
 FIT_BLOCK_BYTES = 32 * 2**20
 

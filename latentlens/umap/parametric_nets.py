@@ -84,7 +84,7 @@ class MLPEncoder(nn.Sequential):
 
         ``W ((x - mean) / scale) + b`` becomes ``(W / scale) x + (b - W mean / scale)``,
         which saves two passes over the input. The outputs match up to float32
-        rounding. The first layer is new; the later layers are this module's own.
+        rounding. The first layer is new, and the later layers are shared with this module.
         """
         standardize, first, *rest = list(self)
         with torch.no_grad():
