@@ -7,7 +7,7 @@ import shutil
 import threading
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,19 +29,22 @@ class CaptureBudgetWarning(UserWarning):
     """Emitted when the memory budget makes a recorder drop captured rows."""
 
 
-@dataclass
 class _StepBuffer:
     """Rows of one layer at one step: a list of chunks, or one reservoir chunk.
 
     Chunks added by the recorder's hooks stay ``PendingChunk`` until :meth:`rows` reads them.
+    A plain slotted class: one is made per layer and step, inside the forward hook.
     """
 
-    layer: str
-    step: int
-    chunks: list[Activations | PendingChunk] = field(default_factory=list)
-    seen: int = 0
-    rng: np.random.Generator | None = None
-    nbytes: int = 0
+    __slots__ = ("layer", "step", "chunks", "seen", "rng", "nbytes")
+
+    def __init__(self, layer: str, step: int) -> None:
+        self.layer = layer
+        self.step = step
+        self.chunks: list[Activations | PendingChunk] = []
+        self.seen = 0
+        self.rng: np.random.Generator | None = None
+        self.nbytes = 0
 
     def rows(self) -> Activations | None:
         if not self.chunks:

@@ -24,10 +24,11 @@ class BlockColumns:
     ``labels``, ``ids`` and a per-sample ``split`` are the block's own 1-D copies, so later
     changes to the caller's arrays cannot alter them. Labels and ids given as tensors stay
     CPU tensors until :meth:`numpy_columns` converts them. ``row_bytes`` is the metadata
-    size of one row without the optional ``call`` and ``token`` columns.
+    size of one row without the optional ``call`` and ``token`` columns, and
+    ``n_labels`` the number of labels (None without labels).
     """
 
-    __slots__ = ("step", "sample_base", "labels", "ids", "split", "row_bytes")
+    __slots__ = ("step", "sample_base", "labels", "ids", "split", "row_bytes", "n_labels")
 
     def __init__(
         self,
@@ -42,6 +43,8 @@ class BlockColumns:
         self.labels = labels
         self.ids = ids
         self.split = split
+        # An int, because len() of a tensor runs Python code in torch on every call.
+        self.n_labels = None if labels is None else int(labels.shape[0])
         # "step" and "sample" are int64; a str split becomes a column of np.array(split).dtype,
         # the dtype np.full gives it in materialize(). Tensor.numpy() keeps the element size.
         row_bytes = 2 * _INT64_BYTES

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import os
@@ -29,8 +28,13 @@ logger = logging.getLogger(__name__)
 
 _SOURCES = ("output", "input")
 
+# The positions of an (N, C, ...) map for each rank, built once rather than in every hook.
+_SPATIAL_DIMS = {ndim: tuple(range(2, ndim)) for ndim in range(3, 9)}
 
-_CURRENT_GRAPH_TASK_ID = getattr(torch._C, "_current_graph_task_id", None)
+
+# Returns -1 unless autograd is running a backward pass in this thread. Torch versions
+# without it get a stand-in that always returns -1.
+_graph_task_id = getattr(torch._C, "_current_graph_task_id", lambda: -1)
 
 
 def _in_backward() -> bool:
@@ -40,7 +44,7 @@ def _in_backward() -> bool:
     would capture the same batch twice. ``_current_graph_task_id`` is private, and torch's
     own ModTracker and FSDP use the same test; without it (old torch) nothing is skipped.
     """
-    return _CURRENT_GRAPH_TASK_ID is not None and _CURRENT_GRAPH_TASK_ID() != -1
+    return _graph_task_id() != -1
 
 
 class _Scope:
@@ -195,64 +199,78 @@ def _mask_position(root: nn.Module, keyword: str | None) -> int | None:
     return None
 
 
-def _outside_graph(hook: Callable[..., None]) -> Callable[..., None]:
-    """Make ``torch.compile`` run ``hook`` outside the graph, at no cost in eager mode.
+# Dynamo treats this function as returning True while it traces, wherever it is looked up.
+_is_compiling = torch.compiler.is_dynamo_compiling
 
-    Dynamo reads ``is_dynamo_compiling()`` as True while it traces, so it calls the
-    ``torch.compiler.disable`` version and breaks the graph there. Eager calls skip the
-    disable wrapper, which changes the eval-frame callback on every call.
+
+def _root_pre_hook(recorder_ref: weakref.ref) -> Callable[..., None]:
+    """Return the root module's pre-hook: reset the call counts and read the attention mask.
+
+    Each hook is one closure, so an eager call costs one Python frame; under
+    ``torch.compile`` it calls its ``torch.compiler.disable`` twin, which breaks the graph
+    there and runs the closure eagerly. The same holds for the two hooks below.
     """
-    disabled = torch.compiler.disable(hook)
 
-    @functools.wraps(hook)
-    def run(*args: Any) -> None:
-        if torch.compiler.is_dynamo_compiling():
-            return disabled(*args)
-        return hook(*args)
-
-    return run
-
-
-@_outside_graph
-def _root_pre_hook(recorder_ref: weakref.ref, module: nn.Module, args: tuple, kwargs: dict) -> None:
-    recorder = recorder_ref()
-    if recorder is None or recorder._scope is None or not recorder._scope.active:
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if _is_compiling():
+            return outside_graph(module, args, kwargs)
+        recorder = recorder_ref()
+        if recorder is None:
+            return None
+        scope = recorder._scope
+        if scope is None or not scope.active:
+            return None
+        if recorder.skip_recompute and _in_backward():
+            return None
+        scope.calls.clear()
+        if scope.pending:
+            recorder._flush_pending(wait=False)
+        if scope.explicit_mask is not None:
+            scope.mask = scope.explicit_mask
+            return None
+        mask = kwargs.get(recorder.attention_mask) if recorder.attention_mask else None
+        position = recorder._mask_position
+        if mask is None and position is not None and len(args) > position:
+            mask = args[position]
+        scope.mask = mask if isinstance(mask, torch.Tensor) else None
         return None
-    scope = recorder._scope
-    if recorder.skip_recompute and _in_backward():
+
+    outside_graph = torch.compiler.disable(hook)
+    return hook
+
+
+def _output_hook(recorder_ref: weakref.ref, layer: _Layer) -> Callable[..., None]:
+    """Return the forward hook that captures the output of ``layer``."""
+
+    def hook(module: nn.Module, args: tuple, output: Any) -> None:
+        if _is_compiling():
+            return outside_graph(module, args, output)
+        recorder = recorder_ref()
+        if recorder is not None:
+            scope = recorder._scope
+            if scope is not None and scope.active:
+                recorder._capture(layer, output, None, None)
         return None
-    scope.calls.clear()
-    if scope.pending:
-        recorder._flush_pending(wait=False)
-    if scope.explicit_mask is not None:
-        scope.mask = scope.explicit_mask
+
+    outside_graph = torch.compiler.disable(hook)
+    return hook
+
+
+def _input_hook(recorder_ref: weakref.ref, layer: _Layer) -> Callable[..., None]:
+    """Return the forward pre-hook that captures the input of ``layer``."""
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if _is_compiling():
+            return outside_graph(module, args, kwargs)
+        recorder = recorder_ref()
+        if recorder is not None:
+            scope = recorder._scope
+            if scope is not None and scope.active:
+                recorder._capture(layer, None, args, kwargs)
         return None
-    mask = kwargs.get(recorder.attention_mask) if recorder.attention_mask else None
-    position = recorder._mask_position
-    if mask is None and position is not None and len(args) > position:
-        mask = args[position]
-    scope.mask = mask if isinstance(mask, torch.Tensor) else None
-    return None
 
-
-@_outside_graph
-def _output_hook(
-    recorder_ref: weakref.ref, layer: _Layer, module: nn.Module, args: tuple, output: Any
-) -> None:
-    recorder = recorder_ref()
-    if recorder is not None and recorder._scope is not None and recorder._scope.active:
-        recorder._capture(layer, output, None, None)
-    return None
-
-
-@_outside_graph
-def _input_hook(
-    recorder_ref: weakref.ref, layer: _Layer, module: nn.Module, args: tuple, kwargs: dict
-) -> None:
-    recorder = recorder_ref()
-    if recorder is not None and recorder._scope is not None and recorder._scope.active:
-        recorder._capture(layer, None, args, kwargs)
-    return None
+    outside_graph = torch.compiler.disable(hook)
+    return hook
 
 
 class _RecordBlock:
@@ -471,21 +489,19 @@ class ActivationRecorder:
         try:
             handles.append(
                 self._root.register_forward_pre_hook(
-                    functools.partial(_root_pre_hook, reference), with_kwargs=True, prepend=True
+                    _root_pre_hook(reference), with_kwargs=True, prepend=True
                 )
             )
             for name, module in self._modules.items():
                 layer = _Layer(name, module, self._output[name], self._pooling[name])
                 if self._source[name] == "input":
                     handle = module.register_forward_pre_hook(
-                        functools.partial(_input_hook, reference, layer), with_kwargs=True
+                        _input_hook(reference, layer), with_kwargs=True
                     )
                 else:
                     # Without with_kwargs: some torch versions recompile a compiled model on
                     # every call when a submodule has a keyword-argument forward hook.
-                    handle = module.register_forward_hook(
-                        functools.partial(_output_hook, reference, layer)
-                    )
+                    handle = module.register_forward_hook(_output_hook(reference, layer))
                 handles.append(handle)
         except BaseException:
             for handle in handles:
@@ -588,11 +604,12 @@ class ActivationRecorder:
             split_value: Any = split
         else:
             split_value = _as_column(split, "split").astype(str)
-        per_sample = (label_column, id_column, split_value)
-        if sum(not (column is None or isinstance(column, str)) for column in per_sample) > 1:
+        if id_column is not None or not (split_value is None or isinstance(split_value, str)):
+            # Labels alone, the common case, need no comparison.
+            per_sample = {"labels": label_column, "ids": id_column, "split": split_value}
             lengths = {
                 name: len(column)
-                for name, column in zip(("labels", "ids", "split"), per_sample, strict=True)
+                for name, column in per_sample.items()
                 if not (column is None or isinstance(column, str))
             }
             if len(set(lengths.values())) > 1:
@@ -612,7 +629,7 @@ class ActivationRecorder:
     def _capture(self, layer: _Layer, output: Any, args: tuple | None, kwargs: dict | None) -> None:
         """Pool, detach, cast and copy one batch in the hook; its metadata is built later."""
         scope = self._scope
-        if self.skip_recompute and _in_backward():
+        if self.skip_recompute and _graph_task_id() != -1:  # _in_backward(), inlined
             return
         name = layer.name
         calls = scope.calls
@@ -631,11 +648,11 @@ class ActivationRecorder:
         key = (name, call)
         offset = scope.offsets.get(key, 0)
         scope.offsets[key] = offset + batch
-        labels = scope.columns.labels
-        if labels is not None and offset + batch > len(labels):
+        n_labels = scope.columns.n_labels
+        if n_labels is not None and offset + batch > n_labels:
             raise ValueError(
                 f"layer {name!r} produced {offset + batch} rows (dim 0 of its output) in this "
-                f"record() block but {len(labels)} labels were given; pass one label per "
+                f"record() block but {n_labels} labels were given; pass one label per "
                 "input row, and check that the layer's output is batch first"
             )
 
@@ -679,7 +696,7 @@ class ActivationRecorder:
         if concrete == "spatial_mean" and tensor.dtype == torch.float32 and ndim > 2:
             if not tensor.is_contiguous() or not tensor.numel():
                 # For example channels-last maps, which convolutions on CPU can return.
-                return tensor.mean(dim=tuple(range(2, ndim))), None, None
+                return tensor.mean(dim=_SPATIAL_DIMS[ndim]), None, None
             batch, channels = tensor.shape[0], tensor.shape[1]
             positions = tensor.numel() // (batch * channels)
             cached = layer.mean_weights
@@ -852,7 +869,7 @@ def _explain_compile_error(error: Exception) -> None:
     text = str(error)
     frames = traceback.extract_tb(error.__traceback__)
     hooks = ("_output_hook", "_input_hook", "_root_pre_hook")
-    ours = package in text or any(f"function {name} at" in text for name in hooks)
+    ours = package in text or any(f"{name}.<locals>.hook" in text for name in hooks)
     if ours or any(frame.filename.startswith(package) for frame in frames):
         raise RuntimeError(
             "torch.compile could not run the capture hooks: they run outside the compiled "
