@@ -8,20 +8,25 @@ Two models, each trained with Adam on fixed batches:
 - the demo's ``DigitsCNN`` on 8x8 digits (batch 64), capturing ``features`` (spatial
   mean of the (n, 32, 4, 4) map) and ``penultimate`` (n, 64).
 
-Three variants run in every repeat. Their order rotates, so that load from other
+Four variants run in every repeat. Their order rotates, so that load from other
 processes hits all of them alike. The variants are: no hooks; ``ActivationRecorder``
-with labels, capturing every step; and, as the anchor, a hand-written forward hook that keeps
+with labels, capturing every step; as the anchor, a hand-written forward hook that keeps
 ``output.detach().float().cpu().clone()`` of the full output (what a plain hook cache in
-the style of TransformerLens' ``run_with_cache`` stores). A repeat times ``--steps``
-consecutive training steps per variant; a process reports medians over repeats of the
-per-step wall time and of the per-step CPU time.
+the style of TransformerLens' ``run_with_cache`` stores); and no hooks again, a control
+whose ratio to the first shows how far two identical runs differ. A repeat times
+``--steps`` consecutive training steps per variant; a process reports medians over
+repeats of the per-step wall time and of the per-step CPU time.
 
-Each model is measured in ``--processes`` fresh processes. The same code gave the CNN
-1.018, 1.049 and 1.036 in three single-process runs in a row, a spread as large as the
-capture's cost; a different memory layout per process is the likely cause. The summary
+Memory layout moves these figures as much as capture does: the same code gave the CNN
+1.018, 1.049 and 1.036 in three single-process runs in a row. Two measures keep that
+apart from the capture's cost. Before each repeat of each variant a few allocations of
+random size are made and kept while it runs, so the step's tensors land at different
+heap addresses from repeat to repeat, drawn alike for every variant (the layout
+randomization argued for by Mytkowicz et al., ASPLOS 2009, and Curtsinger and Berger,
+ASPLOS 2013). And each model is measured in ``--processes`` fresh processes; the summary
 is the median over processes of each process's CPU-time ratio, with the lowest and highest.
 
-Run: python benchmarks/capture_overhead.py [--processes 5] [--repeats 11] [--steps 20]
+Run: python benchmarks/capture_overhead.py [--processes 9] [--repeats 11] [--steps 20]
 [--threads 1] [--models bert,cnn]
 """
 
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import subprocess
 import sys
@@ -104,7 +110,7 @@ def time_steps(
     return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
 
 
-def measure(case: Callable, repeats: int, steps: int) -> dict[str, tuple[float, float]]:
+def measure(case: Callable, repeats: int, steps: int, seed: int) -> dict[str, tuple[float, float]]:
     import contextlib
 
     from latentlens.capture import ActivationRecorder
@@ -143,15 +149,26 @@ def measure(case: Callable, repeats: int, steps: int) -> dict[str, tuple[float, 
                 handle.remove()
             naive_store.clear()
 
-    variants = {"plain": run_plain, "latentlens": run_recorder, "naive hook": run_naive}
+    variants = {
+        "plain": run_plain,
+        "latentlens": run_recorder,
+        "naive hook": run_naive,
+        "plain again": run_plain,
+    }
     for run in variants.values():
         run()  # warm-up: allocator, autograd caches, first recorder buffers
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     names = list(variants)
+    layout = random.Random(seed)
     for repeat in range(repeats):
         shift = repeat % len(names)
         for name in names[shift:] + names[:shift]:
+            # Kept while the variant runs, so its tensors start at a new heap address.
+            padding = [
+                torch.empty(layout.randrange(1, 1 << 16)) for _ in range(layout.randrange(1, 8))
+            ]
             samples[name].append(variants[name]())
+            del padding
     return {
         name: (
             statistics.median(wall for wall, _ in values),
@@ -167,13 +184,15 @@ CASES = {
 }
 
 
-def run_child(case: str, args: argparse.Namespace) -> dict[str, list[float]]:
+def run_child(case: str, args: argparse.Namespace, seed: int) -> dict[str, list[float]]:
     """Measure ``case`` in a fresh process and return its medians per variant."""
     command = [
         sys.executable,
         __file__,
         "--child",
         case,
+        "--seed",
+        str(seed),
         "--repeats",
         str(args.repeats),
         "--steps",
@@ -190,7 +209,7 @@ def run_child(case: str, args: argparse.Namespace) -> dict[str, list[float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--processes", type=int, default=5, help="Fresh processes per model (at least 1)."
+        "--processes", type=int, default=9, help="Fresh processes per model (at least 1)."
     )
     parser.add_argument(
         "--repeats", type=int, default=11, help="Interleaved repeats per variant and process."
@@ -201,6 +220,7 @@ def main() -> None:
         "--models", default="bert,cnn", help="Comma-separated models to measure: bert, cnn."
     )
     parser.add_argument("--child", choices=sorted(CASES), help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.processes < 1:
         parser.error(f"--processes must be at least 1, got {args.processes}")
@@ -210,7 +230,7 @@ def main() -> None:
         parser.error(f"--models has unknown names {unknown}; use bert, cnn or both")
     if args.child:
         torch.set_num_threads(args.threads)
-        medians = measure(CASES[args.child][1], args.repeats, args.steps)
+        medians = measure(CASES[args.child][1], args.repeats, args.steps, args.seed)
         print(json.dumps(medians))
         return
 
@@ -222,28 +242,30 @@ def main() -> None:
     )
     print(
         f"{'model':<26}{'run':>5}{'clock':>6}{'no capture':>12}{'latentlens':>12}{'ratio':>8}"
-        f"{'naive hook':>12}{'ratio':>8}"
+        f"{'naive hook':>12}{'ratio':>8}{'no capture':>12}{'ratio':>8}"
     )
+    compared = ("latentlens", "naive hook", "plain again")
     summary = []
     for case in models:
         label = CASES[case][0]
-        ratios: dict[str, list[float]] = {"latentlens": [], "naive hook": []}
+        ratios: dict[str, list[float]] = {name: [] for name in compared}
         for run in range(1, args.processes + 1):
-            medians = run_child(case, args)
+            medians = run_child(case, args, seed=run)
             for index, clock in enumerate(("wall", "cpu")):
                 plain = medians["plain"][index]
-                ours = medians["latentlens"][index]
-                naive = medians["naive hook"][index]
-                print(
-                    f"{label:<26}{run:>5}{clock:>6}{plain * 1e3:>12.3f}{ours * 1e3:>12.3f}"
-                    f"{ours / plain:>8.3f}{naive * 1e3:>12.3f}{naive / plain:>8.3f}",
-                    flush=True,
+                cells = "".join(
+                    f"{medians[name][index] * 1e3:>12.3f}{medians[name][index] / plain:>8.3f}"
+                    for name in compared
                 )
-            ratios["latentlens"].append(medians["latentlens"][1] / medians["plain"][1])
-            ratios["naive hook"].append(medians["naive hook"][1] / medians["plain"][1])
+                print(f"{label:<26}{run:>5}{clock:>6}{plain * 1e3:>12.3f}{cells}", flush=True)
+            for name in compared:
+                ratios[name].append(medians[name][1] / medians["plain"][1])
         summary.append((label, ratios))
 
-    print("\nCPU-time ratio to no capture, median over processes (lowest to highest):")
+    print(
+        "\nCPU-time ratio to no capture, median over processes (lowest to highest); "
+        '"plain again" is the second run without capture, the noise floor:'
+    )
     for label, ratios in summary:
         parts = [
             f"{name} {statistics.median(values):.3f} ({min(values):.3f} to {max(values):.3f})"
