@@ -153,6 +153,22 @@ def _matcher(spec: Any) -> tuple[Callable[[str, nn.Module], bool], str]:
     )
 
 
+def _runs_forward(module: nn.Module) -> bool:
+    """Return whether ``module`` has a forward of its own (ModuleList and ModuleDict do not)."""
+    return type(module).forward is not nn.Module.forward
+
+
+def _describe_containers(description: str, hits: list[tuple[int, str, nn.Module]]) -> str:
+    """Build the message for a spec that matched only modules that never run."""
+    found = ", ".join(f"{name!r} ({type(module).__name__})" for _, name, module in hits[:3])
+    example = hits[0][1]
+    return (
+        f"layers entry {description} matched only containers without a forward of their own "
+        f"({found}); they never run, so a hook on them never fires. Select the modules inside "
+        f"instead, for example {example + '.*'!r}"
+    )
+
+
 def _describe_miss(spec: Any, description: str, names: list[str], model: nn.Module) -> str:
     """Build the message for a spec that matched nothing, listing the closest names."""
     if isinstance(spec, str):
@@ -197,7 +213,8 @@ def resolve_layers(model: nn.Module, spec: LayerSpec) -> list[tuple[str, nn.Modu
         - callable ``(name, module) -> bool``.
 
         The root module (name ``""``) is chosen only by the exact name ``""``, a type or
-        a callable, never by a glob or regex.
+        a callable, never by a glob or regex. Containers without a forward of their own
+        (``ModuleList``, ``ModuleDict``) are left out, since their hooks never fire.
         A sequence selects the union; a module matched twice is listed once.
 
     Returns
@@ -208,8 +225,8 @@ def resolve_layers(model: nn.Module, spec: LayerSpec) -> list[tuple[str, nn.Modu
     Raises
     ------
     ValueError
-        If an entry matches no module (the message lists the closest names) or
-        ``spec`` is empty.
+        If an entry matches no module (the message lists the closest names), matches only
+        containers without a forward, or ``spec`` is empty.
     TypeError
         If an entry has an unsupported type or ``model`` is not an ``nn.Module``.
 
@@ -255,6 +272,9 @@ def resolve_layers(model: nn.Module, spec: LayerSpec) -> list[tuple[str, nn.Modu
         ]
         if not hits:
             raise ValueError(_describe_miss(entry, description, names, root))
-        for position, name, module in hits:
+        runnable = [hit for hit in hits if _runs_forward(hit[2])]
+        if not runnable:
+            raise ValueError(_describe_containers(description, hits))
+        for position, name, module in runnable:
             chosen.setdefault(id(module), (position, name, module))
     return [(name, module) for _, name, module in sorted(chosen.values(), key=lambda t: t[0])]

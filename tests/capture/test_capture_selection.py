@@ -64,9 +64,20 @@ def test_regex_string_and_pattern():
 
 
 def test_root_only_by_exact_empty_name():
-    assert _names("*") == ["embed", "layer", "head"]
+    # "layer" is a ModuleList: matched by "*" but left out, since it never runs.
+    assert _names("*") == ["embed", "head"]
     assert _names("re:.*")[0] == "embed"
     assert _names("") == [""]
+
+
+def test_containers_without_forward_are_left_out_or_rejected():
+    assert _names("**") == [
+        "embed",
+        *[f"layer.{i}{part}" for i in range(3) for part in ("", ".attention", ".output")],
+        "head",
+    ]
+    with pytest.raises(ValueError, match=r"only containers .*'layer' \(ModuleList\).*'layer\.\*'"):
+        _names("layer")
 
 
 def test_regex_must_match_whole_name():
