@@ -6,6 +6,7 @@ import inspect
 import logging
 import os
 import traceback
+import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -273,6 +274,22 @@ def _input_hook(recorder_ref: weakref.ref, layer: _Layer) -> Callable[..., None]
     return hook
 
 
+def _warn_unused_labels(scope: _Scope) -> None:
+    """Warn when a block's layers produced fewer rows than it was given labels."""
+    n_labels = scope.columns.n_labels
+    if not scope.active or not scope.offsets or n_labels is None:
+        return
+    rows = max(scope.offsets.values())
+    if rows < n_labels:
+        warnings.warn(
+            f"record() got {n_labels} labels but the captured layers produced at most {rows} "
+            f"rows in the block, so the last {n_labels - rows} labels were not used; pass one "
+            "label per input row of the forward passes inside the block",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 class _RecordBlock:
     """Context manager returned by :meth:`ActivationRecorder.record`."""
 
@@ -292,6 +309,8 @@ class _RecordBlock:
         self._recorder._close_scope(self._scope)
         if isinstance(error, Exception):
             _explain_compile_error(error)
+        elif error is None:
+            _warn_unused_labels(self._scope)
 
 
 class ActivationRecorder:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import warnings
 import weakref
 
 import numpy as np
@@ -107,6 +108,22 @@ def test_too_few_labels_raise():
     with pytest.raises(ValueError, match="layer 'fc1' produced 4 rows .* but 3 labels were given"):
         _run(recorder, model, torch.randn(4, 4), labels=[0, 1, 2])
     assert not model.fc1._forward_hooks
+
+
+def test_unused_labels_warn_at_block_exit():
+    model = Net()
+    recorder = ActivationRecorder(model, "fc1")
+    with pytest.warns(UserWarning, match="got 7 labels but .* at most 5 rows .* last 2 labels"):
+        _run(recorder, model, torch.randn(5, 4), labels=list(range(7)))
+    assert recorder.activations("fc1").metadata["label"].tolist() == [0, 1, 2, 3, 4]
+
+    # Two forward passes that use every label between them: no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with recorder, recorder.record(labels=list(range(6)), step=1):
+            model(torch.randn(4, 4))
+            model(torch.randn(2, 4))
+    assert recorder.activations("fc1", step=1).metadata["label"].tolist() == list(range(6))
 
 
 def test_nothing_captured_outside_record():
