@@ -12,7 +12,8 @@ Four variants run in every repeat, in a new random order each time, so that load
 other processes hits all of them alike and no variant always runs after the same one (a
 rotation put the second no-capture run after the naive hook every time, and it read 1.7 %
 slower than the first). The variants are: no hooks; ``ActivationRecorder``
-with labels, capturing every step; as the anchor, a hand-written forward hook that keeps
+with labels, capturing every step; as the anchor, a hand-written forward hook ("naive
+hook" in the output) that keeps
 ``output.detach().float().cpu().clone()`` of the full output (what a plain hook cache in
 the style of TransformerLens' ``run_with_cache`` stores); and no hooks again, a control
 whose ratio to the first shows how far two identical runs differ. A repeat times
@@ -155,7 +156,7 @@ def measure(case: Callable, repeats: int, steps: int, seed: int) -> dict[str, tu
         "plain": run_plain,
         "latentlens": run_recorder,
         "naive hook": run_naive,
-        "plain again": run_plain,
+        "no capture again": run_plain,
     }
     for run in variants.values():
         run()  # warm-up: allocator, autograd caches, first recorder buffers
@@ -209,7 +210,10 @@ def run_child(case: str, args: argparse.Namespace, seed: int) -> dict[str, list[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument(
         "--processes", type=int, default=9, help="Fresh processes per model (at least 1)."
     )
@@ -217,7 +221,9 @@ def main() -> None:
         "--repeats", type=int, default=11, help="Interleaved repeats per variant and process."
     )
     parser.add_argument("--steps", type=int, default=20, help="Training steps timed per repeat.")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads.")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads per process."
+    )
     parser.add_argument(
         "--models", default="bert,cnn", help="Comma-separated models to measure: bert, cnn."
     )
@@ -240,13 +246,15 @@ def main() -> None:
         f"torch {torch.__version__}, {args.threads} thread(s), {args.processes} processes x "
         f"{args.repeats} interleaved repeats x {args.steps} steps; per process the median "
         "per-step time in ms (wall clock, and CPU time of the process, which other "
-        "processes' load disturbs less)"
+        "processes' load disturbs less).\n'run' is the process; each 'ratio' divides the "
+        "time before it by the 'no capture' time; 'again' is a second run without capture, "
+        "so its ratio shows the noise."
     )
     print(
         f"{'model':<26}{'run':>5}{'clock':>6}{'no capture':>12}{'latentlens':>12}{'ratio':>8}"
-        f"{'naive hook':>12}{'ratio':>8}{'no capture':>12}{'ratio':>8}"
+        f"{'naive hook':>12}{'ratio':>8}{'again':>12}{'ratio':>8}"
     )
-    compared = ("latentlens", "naive hook", "plain again")
+    compared = ("latentlens", "naive hook", "no capture again")
     summary = []
     for case in models:
         label = CASES[case][0]
@@ -265,8 +273,8 @@ def main() -> None:
         summary.append((label, ratios))
 
     print(
-        "\nCPU-time ratio to no capture, median over processes (lowest to highest); "
-        '"plain again" is the second run without capture, the noise floor:'
+        "\nCPU-time ratio to no capture, median over processes (min to max); "
+        '"no capture again" is the second run without capture, the noise floor:'
     )
     for label, ratios in summary:
         parts = [
