@@ -24,10 +24,9 @@ Memory layout moves these figures as much as capture does: the same code gave th
 1.018, 1.049 and 1.036 in three single-process runs in a row. Two measures keep that
 apart from the capture's cost. Before each repeat of each variant a few allocations of
 random size are made and kept while it runs, so the step's tensors land at different
-heap addresses from repeat to repeat, drawn alike for every variant (the layout
-randomization argued for by Mytkowicz et al., ASPLOS 2009, and Curtsinger and Berger,
-ASPLOS 2013). And each model is measured in ``--processes`` fresh processes; the summary
-is the median over processes of each process's CPU-time ratio, with the lowest and highest.
+heap addresses from repeat to repeat, drawn alike for every variant. And each model is
+measured in ``--processes`` fresh processes. The summary is the median over processes of
+each process's CPU-time ratio, with the lowest and highest.
 
 Run: python benchmarks/capture_overhead.py [--processes 9] [--repeats 11] [--steps 20]
 [--threads 1] [--models bert,cnn]

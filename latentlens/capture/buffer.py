@@ -33,7 +33,7 @@ class _StepBuffer:
     """Rows of one layer at one step: a list of chunks, or one reservoir chunk.
 
     Chunks added by the recorder's hooks stay ``PendingChunk`` until :meth:`rows` reads them.
-    A plain slotted class: one is made per layer and step, inside the forward hook.
+    A plain slotted class, because one is made per layer and step inside the forward hook.
     """
 
     __slots__ = ("layer", "step", "chunks", "seen", "rng", "nbytes")

@@ -29,9 +29,6 @@ logger = logging.getLogger(__name__)
 
 _SOURCES = ("output", "input")
 
-# The positions of an (N, C, ...) map for each rank, built once rather than in every hook.
-_SPATIAL_DIMS = {ndim: tuple(range(2, ndim)) for ndim in range(3, 9)}
-
 
 # Returns -1 unless autograd is running a backward pass in this thread. Torch versions
 # without it get a stand-in that always returns -1.
@@ -207,9 +204,9 @@ _is_compiling = torch.compiler.is_dynamo_compiling
 def _root_pre_hook(recorder_ref: weakref.ref) -> Callable[..., None]:
     """Return the root module's pre-hook: reset the call counts and read the attention mask.
 
-    Each hook is one closure, so an eager call costs one Python frame; under
+    Each hook is one closure, so an eager call costs one Python frame. Under
     ``torch.compile`` it calls its ``torch.compiler.disable`` twin, which breaks the graph
-    there and runs the closure eagerly. The same holds for the two hooks below.
+    there and runs the closure eagerly. The same holds for the capture hook below.
     """
 
     def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -240,47 +237,35 @@ def _root_pre_hook(recorder_ref: weakref.ref) -> Callable[..., None]:
     return hook
 
 
-def _output_hook(recorder_ref: weakref.ref, layer: _Layer) -> Callable[..., None]:
-    """Return the forward hook that captures the output of ``layer``."""
+def _capture_hook(recorder_ref: weakref.ref, layer: _Layer, source: str) -> Callable[..., None]:
+    """Return the hook that captures ``layer`` from ``source``.
 
-    def hook(module: nn.Module, args: tuple, output: Any) -> None:
+    For ``"output"`` it is a forward hook. For ``"input"`` it is a forward pre-hook,
+    registered with ``with_kwargs=True``, whose third argument is then the keyword arguments.
+    """
+    from_input = source == "input"
+
+    def hook(module: nn.Module, args: tuple, output_or_kwargs: Any) -> None:
         if _is_compiling():
-            return outside_graph(module, args, output)
+            return outside_graph(module, args, output_or_kwargs)
         recorder = recorder_ref()
         if recorder is not None:
             scope = recorder._scope
             if scope is not None and scope.active:
-                recorder._capture(layer, output, None, None)
+                if from_input:
+                    recorder._capture(layer, None, args, output_or_kwargs)
+                else:
+                    recorder._capture(layer, output_or_kwargs, None, None)
         return None
 
     outside_graph = torch.compiler.disable(hook)
     return hook
 
 
-def _input_hook(recorder_ref: weakref.ref, layer: _Layer) -> Callable[..., None]:
-    """Return the forward pre-hook that captures the input of ``layer``."""
-
-    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        if _is_compiling():
-            return outside_graph(module, args, kwargs)
-        recorder = recorder_ref()
-        if recorder is not None:
-            scope = recorder._scope
-            if scope is not None and scope.active:
-                recorder._capture(layer, None, args, kwargs)
-        return None
-
-    outside_graph = torch.compiler.disable(hook)
-    return hook
-
-
-def _warn_unused_labels(scope: _Scope) -> None:
-    """Warn when a block's layers produced fewer rows than it was given labels."""
+def _warn_unused_labels(scope: _Scope, rows: int | None) -> None:
+    """Warn when a block was given more labels than ``rows``, the most rows of any layer."""
     n_labels = scope.columns.n_labels
-    if not scope.active or not scope.offsets or n_labels is None:
-        return
-    rows = max(scope.offsets.values())
-    if rows < n_labels:
+    if rows is not None and n_labels is not None and rows < n_labels:
         warnings.warn(
             f"record() got {n_labels} labels but the captured layers produced at most {rows} "
             f"rows in the block, so the last {n_labels - rows} labels were not used; pass one "
@@ -306,11 +291,11 @@ class _RecordBlock:
         return self._recorder
 
     def __exit__(self, exc_type: Any, error: BaseException | None, trace: Any) -> None:
-        self._recorder._close_scope(self._scope)
+        rows = self._recorder._close_scope(self._scope)
         if isinstance(error, Exception):
             _explain_compile_error(error)
         elif error is None:
-            _warn_unused_labels(self._scope)
+            _warn_unused_labels(self._scope, rows)
 
 
 class ActivationRecorder:
@@ -515,12 +500,12 @@ class ActivationRecorder:
                 layer = _Layer(name, module, self._output[name], self._pooling[name])
                 if self._source[name] == "input":
                     handle = module.register_forward_pre_hook(
-                        _input_hook(reference, layer), with_kwargs=True
+                        _capture_hook(reference, layer, "input"), with_kwargs=True
                     )
                 else:
                     # Without with_kwargs: some torch versions recompile a compiled model on
                     # every call when a submodule has a keyword-argument forward hook.
-                    handle = module.register_forward_hook(_output_hook(reference, layer))
+                    handle = module.register_forward_hook(_capture_hook(reference, layer, "output"))
                 handles.append(handle)
         except BaseException:
             for handle in handles:
@@ -597,7 +582,9 @@ class ActivationRecorder:
             raise RuntimeError("record() blocks cannot be nested; close the open block first")
         return _RecordBlock(self, self._open_scope(labels, ids, split, step, attention_mask))
 
-    def _close_scope(self, scope: _Scope) -> None:
+    def _close_scope(self, scope: _Scope) -> int | None:
+        """Close ``scope`` and return the most rows any layer produced in it (None if none)."""
+        rows = None
         try:
             if scope.pending:
                 self._flush_pending(wait=True)
@@ -605,7 +592,9 @@ class ActivationRecorder:
             self._scope = None
             scope.mask = None
             if scope.active and scope.offsets:
-                self._next_sample = scope.sample_base + max(scope.offsets.values())
+                rows = max(scope.offsets.values())
+                self._next_sample = scope.sample_base + rows
+        return rows
 
     def _open_scope(
         self, labels: Any, ids: Any, split: Any, step: int | None, attention_mask: Any
@@ -715,7 +704,7 @@ class ActivationRecorder:
         if concrete == "spatial_mean" and tensor.dtype == torch.float32 and ndim > 2:
             if not tensor.is_contiguous() or not tensor.numel():
                 # For example channels-last maps, which convolutions on CPU can return.
-                return tensor.mean(dim=_SPATIAL_DIMS[ndim]), None, None
+                return tensor.mean(dim=tuple(range(2, ndim))), None, None
             batch, channels = tensor.shape[0], tensor.shape[1]
             positions = tensor.numel() // (batch * channels)
             cached = layer.mean_weights
@@ -887,7 +876,7 @@ def _explain_compile_error(error: Exception) -> None:
     package = os.path.dirname(os.path.abspath(__file__))
     text = str(error)
     frames = traceback.extract_tb(error.__traceback__)
-    hooks = ("_output_hook", "_input_hook", "_root_pre_hook")
+    hooks = ("_capture_hook", "_root_pre_hook")
     ours = package in text or any(f"{name}.<locals>.hook" in text for name in hooks)
     if ours or any(frame.filename.startswith(package) for frame in frames):
         raise RuntimeError(

@@ -110,7 +110,7 @@ def test_too_few_labels_raise():
     assert not model.fc1._forward_hooks
 
 
-def test_unused_labels_warn_at_block_exit():
+def test_unused_labels_warn():
     model = Net()
     recorder = ActivationRecorder(model, "fc1")
     with pytest.warns(UserWarning, match="got 7 labels but .* at most 5 rows .* last 2 labels"):

@@ -70,7 +70,7 @@ def test_root_only_by_exact_empty_name():
     assert _names("") == [""]
 
 
-def test_containers_without_forward_are_left_out_or_rejected():
+def test_forwardless_containers_skipped():
     assert _names("**") == [
         "embed",
         *[f"layer.{i}{part}" for i in range(3) for part in ("", ".attention", ".output")],
