@@ -26,7 +26,8 @@ apart from the capture's cost. Before each repeat of each variant a few allocati
 random size are made and kept while it runs, so the step's tensors land at different
 heap addresses from repeat to repeat, drawn alike for every variant. And each model is
 measured in ``--processes`` fresh processes. The summary is the median over processes of
-each process's CPU-time ratio, with the lowest and highest.
+each process's CPU-time ratio, with the lowest and highest, and the same for the CPU time
+each variant adds per step: a rough guide to the overhead on a model with a longer step.
 
 Run: python benchmarks/capture_overhead.py [--processes 9] [--repeats 11] [--steps 20]
 [--threads 1] [--models bert,cnn]
@@ -258,6 +259,7 @@ def main() -> None:
     for case in models:
         label = CASES[case][0]
         ratios: dict[str, list[float]] = {name: [] for name in compared}
+        added: dict[str, list[float]] = {name: [] for name in compared}
         for run in range(1, args.processes + 1):
             medians = run_child(case, args, seed=run)
             for index, clock in enumerate(("wall", "cpu")):
@@ -269,16 +271,27 @@ def main() -> None:
                 print(f"{label:<26}{run:>5}{clock:>6}{plain * 1e3:>12.3f}{cells}", flush=True)
             for name in compared:
                 ratios[name].append(medians[name][1] / medians["plain"][1])
-        summary.append((label, ratios))
+                added[name].append((medians[name][1] - medians["plain"][1]) * 1e6)
+        summary.append((label, ratios, added))
 
     print(
         "\nCPU-time ratio to no capture, median over processes (min to max); "
         '"no capture again" is the second run without capture, the noise floor:'
     )
-    for label, ratios in summary:
+    for label, ratios, _ in summary:
         parts = [
             f"{name} {statistics.median(values):.3f} ({min(values):.3f} to {max(values):.3f})"
             for name, values in ratios.items()
+        ]
+        print(f"{label:<26}" + ", ".join(parts))
+    print(
+        "\nCPU time added per step in microseconds, median over processes (min to max); "
+        "divide by your own step time to estimate the overhead there:"
+    )
+    for label, _, added in summary:
+        parts = [
+            f"{name} {statistics.median(values):.0f} ({min(values):.0f} to {max(values):.0f})"
+            for name, values in added.items()
         ]
         print(f"{label:<26}" + ", ".join(parts))
 
