@@ -80,9 +80,10 @@ class LatentLens:
     model : torch.nn.Module
         The model to watch. Hooks are added when the lens is entered (or :meth:`attach` is
         called) and removed on :meth:`close`, also after an exception.
-    layers : str, re.Pattern, type, callable or a sequence of them
+    layers : str, re.Pattern, nn.Module, type, callable or a sequence of them
         Layers to record, as accepted by :class:`~latentlens.capture.ActivationRecorder`:
-        dotted names, globs (``"encoder.layer.*.output"``), regexes, module types or a callable.
+        dotted names, globs (``"encoder.layer.*.output"``), regexes, module objects, module types
+        or a callable.
     logdir : str or Path
         TensorBoard log directory. Each lens writes one run folder inside it.
     run : str, default="latentlens"

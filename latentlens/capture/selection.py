@@ -14,6 +14,7 @@ __all__ = ["LayerSpec", "canonical_name", "resolve_layers", "unwrap_model"]
 LayerSpec = Union[
     str,
     "re.Pattern[str]",
+    nn.Module,
     type,
     tuple,
     Callable[[str, nn.Module], bool],
@@ -115,8 +116,28 @@ def _matches(pattern: re.Pattern[str], name: str) -> bool:
     return bool(name) and pattern.fullmatch(name) is not None
 
 
+def _wrapped_chain(module: nn.Module) -> set[int]:
+    """Return the ids of ``module`` and, when it is a wrapper, of the modules it wraps."""
+    ids = {id(module)}
+    current: nn.Module | None = module
+    while current is not None:
+        inner = None
+        for attribute in _WRAPPER_SEGMENTS:
+            candidate = getattr(current, attribute, None)
+            if isinstance(candidate, nn.Module):
+                inner = candidate
+                ids.add(id(inner))
+                break
+        current = inner
+    return ids
+
+
 def _matcher(spec: Any) -> tuple[Callable[[str, nn.Module], bool], str]:
     """Turn one spec into a predicate over (canonical name, module) and a description."""
+    if isinstance(spec, nn.Module):
+        # Checked before callables, since every module is callable.
+        targets = _wrapped_chain(spec)
+        return (lambda name, module: id(module) in targets), f"module {type(spec).__name__}"
     if isinstance(spec, re.Pattern):
         return (lambda name, module: _matches(spec, name)), f"regex {spec.pattern!r}"
     if isinstance(spec, str):
@@ -148,8 +169,8 @@ def _matcher(spec: Any) -> tuple[Callable[[str, nn.Module], bool], str]:
         return (lambda name, module: bool(spec(name, module))), f"callable {spec!r}"
     raise TypeError(
         f"layers entry {spec!r} of type {type(spec).__name__} is not supported; use a dotted "
-        "name, a glob such as 'encoder.layer.*', a regex ('re:...' or re.compile), an nn.Module "
-        "subclass or a callable(name, module) -> bool"
+        "name, a glob such as 'encoder.layer.*', a regex ('re:...' or re.compile), a module "
+        "of the model, an nn.Module subclass or a callable(name, module) -> bool"
     )
 
 
@@ -181,6 +202,11 @@ def _describe_miss(spec: Any, description: str, names: list[str], model: nn.Modu
             f"closest names: {close}. Use one of model.named_modules() names, "
             "a glob ('*' stays within one dotted segment, '**' spans several) or 're:<regex>'"
         )
+    if isinstance(spec, nn.Module):
+        return (
+            f"layers entry {description} is not a submodule of {type(model).__name__}; pass a "
+            "module object taken from this model (model.encoder), or its dotted name"
+        )
     if isinstance(spec, (type, tuple)):
         present = sorted({type(m).__name__ for _, m in model.named_modules()})
         return (
@@ -201,7 +227,7 @@ def resolve_layers(model: nn.Module, spec: LayerSpec) -> list[tuple[str, nn.Modu
     model : torch.nn.Module
         The model; DistributedDataParallel, FSDP and ``torch.compile`` wrappers are
         unwrapped and their name segments dropped.
-    spec : str, re.Pattern, type, callable or a sequence of these
+    spec : str, re.Pattern, nn.Module, type, callable or a sequence of these
         Each entry selects modules by
 
         - dotted name, exactly as in ``named_modules()`` (``"encoder.layer.5"``);
@@ -209,12 +235,14 @@ def resolve_layers(model: nn.Module, spec: LayerSpec) -> list[tuple[str, nn.Modu
           ``**`` across segments, ``?`` one character, ``[...]`` a character class;
         - regex: a compiled ``re.Pattern`` or a string starting with ``"re:"``,
           matched against the whole name;
+        - a module object of the model (``model.encoder``);
         - module type, or a tuple of types (``torch.nn.Linear``);
         - callable ``(name, module) -> bool``.
 
-        The root module (name ``""``) is chosen only by the exact name ``""``, a type or
-        a callable, never by a glob or regex. Containers without a forward of their own
-        (``ModuleList``, ``ModuleDict``) are left out, since their hooks never fire.
+        The root module (name ``""``) is chosen only by the exact name ``""``, the module
+        itself, a type or a callable, never by a glob or regex. Containers without a
+        forward of their own (``ModuleList``, ``ModuleDict``) are left out, since their
+        hooks never fire.
         A sequence selects the union; a module matched twice is listed once.
 
     Returns
@@ -241,7 +269,7 @@ def resolve_layers(model: nn.Module, spec: LayerSpec) -> list[tuple[str, nn.Modu
     """
     root = unwrap_model(model)
     entries: Iterable[Any]
-    if isinstance(spec, (str, re.Pattern, type)) or callable(spec):
+    if isinstance(spec, (str, re.Pattern, type, nn.Module)) or callable(spec):
         entries = [spec]
     elif isinstance(spec, tuple) and spec and all(isinstance(t, type) for t in spec):
         entries = [spec]
@@ -249,8 +277,8 @@ def resolve_layers(model: nn.Module, spec: LayerSpec) -> list[tuple[str, nn.Modu
         entries = list(spec)
     else:
         raise TypeError(
-            f"layers must be a name, glob, regex, module type, callable or a list of these, "
-            f"got {type(spec).__name__}"
+            "layers must be a name, glob, regex, module, module type, callable or a list of "
+            f"these, got {type(spec).__name__}"
         )
     if not entries:
         raise ValueError("layers is empty; pass at least one layer name, glob, regex or type")

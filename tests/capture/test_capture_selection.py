@@ -96,6 +96,33 @@ def test_callable_predicate():
     assert _names(spec) == ["layer.0.attention", "layer.1.attention", "layer.2.attention"]
 
 
+def test_module_objects_select_themselves():
+    model = Encoder()
+    assert _names(model.head, model) == ["head"]
+    assert _names([model.head, model.layer[1].output, "embed"], model) == [
+        "embed",
+        "layer.1.output",
+        "head",
+    ]
+    assert _names(model, model) == [""]
+    # The same layer as an object of another Encoder is not part of this model.
+    with pytest.raises(ValueError, match="module Linear is not a submodule of Encoder"):
+        _names(Encoder().head, model)
+    with pytest.raises(ValueError, match="only containers without a forward"):
+        _names(model.layer, model)
+
+
+def test_wrapper_object_selects_wrapped_module():
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    model = Encoder()
+    wrapper = checkpoint_wrapper(model.layer[1])
+    model.layer[1] = wrapper
+    resolved = resolve_layers(model, wrapper)
+    assert [name for name, _ in resolved] == ["layer.1"]
+    assert isinstance(resolved[0][1], Block)
+
+
 def test_list_is_union_in_model_order_without_duplicates():
     names = _names(["head", "layer.1", "embed", "layer.*", "head"])
     assert names == ["embed", "layer.0", "layer.1", "layer.2", "head"]
