@@ -15,6 +15,7 @@ import numpy as np
 from latentlens.capture.activations import Activations
 from latentlens.capture.chunk import PendingChunk, materialize
 from latentlens.capture.storage import (
+    MANIFEST,
     load_activations,
     save_activations,
     write_shard_manifest,
@@ -61,6 +62,7 @@ class _StepBuffer:
 class _Shard:
     path: str
     layers: dict[str, list[int]]
+    widths: dict[str, int]
 
 
 class CaptureStore:
@@ -88,6 +90,8 @@ class CaptureStore:
         spill_dir: Path | None,
         seed: int,
     ) -> None:
+        if spill_dir is not None:
+            _check_spill_dir(spill_dir)
         self.max_rows_per_step = max_rows_per_step
         self.memory_budget = memory_budget
         self.spill_dir = spill_dir
@@ -225,8 +229,10 @@ class CaptureStore:
             self._warned_drop = True
             warnings.warn(
                 f"the capture memory budget of {self.memory_budget} bytes is full, so rows are "
-                f"dropped (first: {rows} rows of layer {layer!r}, step {step}); raise "
-                "memory_budget, set max_rows_per_step or every_n_steps, or give spill_dir",
+                f"dropped (first: {rows} rows of layer {layer!r}, step {step}). This warning "
+                "is shown once per recorder; its dropped_rows attribute counts every row "
+                "dropped. Raise memory_budget, set max_rows_per_step or every_n_steps, or give "
+                "spill_dir",
                 CaptureBudgetWarning,
                 stacklevel=5,
             )
@@ -253,12 +259,17 @@ class CaptureStore:
         assert self.spill_dir is not None
         name = f"shard-{self._shards_written:06d}"
         self._shards_written += 1
+        while (self.spill_dir / name).exists():
+            # Another recorder writes to the same folder, so its shard names are skipped.
+            name = f"shard-{self._shards_written:06d}"
+            self._shards_written += 1
         save_activations(self.spill_dir / name, layers)
         steps = {
             layer: sorted({int(s) for s in np.unique(acts.metadata["step"])})
             for layer, acts in layers.items()
         }
-        self.shards.append(_Shard(name, steps))
+        widths = {layer: int(acts.values.shape[1]) for layer, acts in layers.items()}
+        self.shards.append(_Shard(name, steps, widths))
         write_shard_manifest(self.spill_dir, [{"path": shard.path} for shard in self.shards])
         logger.debug("spilled %s rows to %s", {k: len(v) for k, v in layers.items()}, name)
 
@@ -283,6 +294,17 @@ class CaptureStore:
             if not parts:
                 return None
             return Activations.concat(parts, layer=layer)
+
+    def width(self, layer: str) -> int:
+        """Return the feature count of ``layer``'s rows in memory or on disk (0 if none)."""
+        with self._lock:
+            for (name, _), buffer in self.buffers.items():
+                if name == layer and buffer.chunks:
+                    return int(buffer.chunks[0].values.shape[1])
+            for shard in self.shards:
+                if shard.layers.get(layer):
+                    return shard.widths[layer]
+            return 0
 
     def steps(self, layer: str) -> list[int]:
         """Sorted steps with rows of ``layer`` in memory or on disk."""
@@ -330,6 +352,18 @@ class CaptureStore:
                 write_shard_manifest(self.spill_dir, [{"path": s.path} for s in self.shards])
             elif self.spill_dir is not None:
                 (self.spill_dir / "manifest.json").unlink(missing_ok=True)
+
+
+def _check_spill_dir(folder: Path) -> None:
+    """Reject a spill folder that is a file or already contains a capture."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"spill_dir={str(folder)!r} is a file; give a folder path")
+    if folder.is_dir() and ((folder / MANIFEST).exists() or any(folder.glob("shard-*"))):
+        raise ValueError(
+            f"spill_dir={str(folder)!r} already contains a capture ({MANIFEST} or shard-* "
+            "folders), which this recorder would overwrite; give an empty or new folder, or "
+            "read the old rows with latentlens.capture.load_activations and remove the folder"
+        )
 
 
 def _filter_steps(acts: Activations, steps: set[int] | None) -> Activations:

@@ -313,11 +313,11 @@ class ActivationRecorder:
     model : torch.nn.Module
         The model; ``DistributedDataParallel``, FSDP and ``torch.compile`` wrappers are
         unwrapped. ``nn.DataParallel`` is rejected.
-    layers : str, re.Pattern, type, callable or a sequence of these
+    layers : str, re.Pattern, nn.Module, type, callable or a sequence of these
         Modules to capture: dotted names, globs (``"encoder.layer.*"``; ``*`` stays in one
         dotted segment, ``**`` spans several), regexes (``re.compile(...)`` or
-        ``"re:..."``), module types, or ``callable(name, module) -> bool``. See
-        :func:`resolve_layers`.
+        ``"re:..."``), module objects of the model (``model.encoder``), module types, or
+        ``callable(name, module) -> bool``. See :func:`resolve_layers`.
     pooling : str or dict of str to str, default="auto"
         How a layer's output becomes rows, given once or per layer name (the key
         ``"*"`` sets the default for the others). ``"auto"`` depends on the output shape:
@@ -358,10 +358,14 @@ class ActivationRecorder:
         Maximum bytes of captured values and metadata held in memory by this recorder
         (stored rows only, not the short-lived copies made while one batch is pooled).
         When a new batch would exceed it, rows move to ``spill_dir``; without a spill
-        folder the oldest steps are dropped (with a :class:`CaptureBudgetWarning`).
+        folder the oldest steps are dropped. The first drop emits a
+        :class:`CaptureBudgetWarning`, and :attr:`dropped_rows` counts every dropped row.
     spill_dir : str, os.PathLike or None, default=None
         Folder for disk shards (same format as :func:`save_activations`, with a
-        manifest that :func:`load_activations` reads). Needs ``memory_budget``.
+        manifest that :func:`load_activations` reads). Needs ``memory_budget``. It contains
+        only the rows moved out of memory, while :meth:`activations` and :meth:`save`
+        return all rows. It must not contain an earlier capture, and only one recorder
+        should write to it.
     seed : int, default=0
         Seed of the per-step reservoirs.
     attention_mask : str or None, default="attention_mask"
@@ -375,7 +379,8 @@ class ActivationRecorder:
     ------
     ValueError
         If a layer spec matches nothing (the message lists the closest names), a setting
-        is out of range, or ``model`` is compiled with ``fullgraph=True``.
+        is out of range, ``spill_dir`` is a file or already contains a capture, or
+        ``model`` is compiled with ``fullgraph=True``.
     TypeError
         If ``model`` is not an ``nn.Module`` or is an ``nn.DataParallel``, or a setting
         has the wrong type.
@@ -435,13 +440,15 @@ class ActivationRecorder:
         if max_rows_per_step is not None:
             _check_positive_int(max_rows_per_step, "max_rows_per_step")
         if memory_budget is not None:
-            _check_positive_int(memory_budget, "memory_budget")
+            _check_positive_int(memory_budget, "memory_budget", "256 * 2**20 (bytes)")
         if spill_dir is not None and memory_budget is None:
             raise ValueError(
                 "spill_dir is set but memory_budget is None, so nothing would ever spill; "
                 "give memory_budget in bytes (for example 256 * 2**20)"
             )
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+            raise TypeError(f"seed={seed!r} must be a non-negative int")
+        if seed < 0:
             raise ValueError(f"seed={seed!r} must be a non-negative int")
         if attention_mask is not None and not isinstance(attention_mask, str):
             raise TypeError(f"attention_mask={attention_mask!r} must be an argument name or None")
@@ -770,7 +777,8 @@ class ActivationRecorder:
         Activations
             ``values`` of shape (n_rows, n_features), float32, and metadata columns
             ``step``, ``sample`` and, when present, ``label``, ``id``, ``split``,
-            ``call``, ``token``. Empty (0 rows) when nothing was captured.
+            ``call``, ``token``. Empty (0 rows) when nothing was captured; its width is
+            then the layer's feature count if other steps have rows, else 0.
 
         Raises
         ------
@@ -782,7 +790,8 @@ class ActivationRecorder:
         rows = self._store.rows(layer, steps)
         if rows is None:
             empty = {"step": np.zeros(0, np.int64), "sample": np.zeros(0, np.int64)}
-            return Activations(np.zeros((0, 0), np.float32), empty, layer=layer)
+            width = self._store.width(layer)
+            return Activations(np.zeros((0, width), np.float32), empty, layer=layer)
         return rows
 
     def all_activations(self, step: int | Sequence[int] | None = None) -> dict[str, Activations]:
@@ -854,9 +863,15 @@ def _shares_memory(values: torch.Tensor, source: torch.Tensor) -> bool:
         return True
 
 
-def _check_positive_int(value: Any, parameter: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{parameter}={value!r} must be a positive int")
+def _check_positive_int(value: Any, parameter: str, example: str = "") -> None:
+    """Raise TypeError for a non-int and ValueError for an int below 1, naming ``example``."""
+    message = f"{parameter}={value!r} must be a positive int" + (
+        f", for example {parameter}={example}" if example else ""
+    )
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(message)
+    if value < 1:
+        raise ValueError(message)
 
 
 def _reject_fullgraph(model: Any) -> None:

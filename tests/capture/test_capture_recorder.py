@@ -321,7 +321,24 @@ def test_invalid_settings_raise_before_hooks():
         ActivationRecorder(model, "fc1", source="inputs")
     with pytest.raises(TypeError, match="output=2.5 of type float is not supported"):
         ActivationRecorder(model, "fc1", output=2.5)
+    with pytest.raises(TypeError, match=r"memory_budget='64MB'.*memory_budget=256 \* 2\*\*20"):
+        ActivationRecorder(model, "fc1", memory_budget="64MB")
+    with pytest.raises(TypeError, match="max_rows_per_step=2.5 must be a positive int"):
+        ActivationRecorder(model, "fc1", max_rows_per_step=2.5)
+    with pytest.raises(TypeError, match="seed='0' must be a non-negative int"):
+        ActivationRecorder(model, "fc1", seed="0")
+    with pytest.raises(ValueError, match="seed=-1 must be a non-negative int"):
+        ActivationRecorder(model, "fc1", seed=-1)
     assert not model.fc1._forward_hooks
+
+
+def test_module_object_as_layer():
+    model = Net()
+    x = torch.randn(5, 4)
+    recorder = ActivationRecorder(model, [model.fc2, model.fc1])
+    assert recorder.layer_names == ["fc1", "fc2"]
+    output = _run(recorder, model, x, step=0)
+    np.testing.assert_allclose(recorder.activations("fc2").values, output.detach().numpy())
 
 
 def test_record_argument_checks():

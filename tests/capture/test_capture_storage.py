@@ -126,11 +126,55 @@ def test_budget_without_spill_drops_oldest_steps():
     model = _model()
     row_bytes = 16 * 4 + 3 * 8  # values plus step, sample and label columns
     recorder = ActivationRecorder(model, "0", memory_budget=2 * 30 * row_bytes)
-    with pytest.warns(CaptureBudgetWarning, match="memory budget of 5280 bytes is full"):
+    with pytest.warns(CaptureBudgetWarning, match="memory budget of 5280 bytes is full") as seen:
         _feed(recorder, model, steps=4)
+    budget_warnings = [w for w in seen if issubclass(w.category, CaptureBudgetWarning)]
+    assert len(budget_warnings) == 1
+    assert "dropped_rows attribute counts every row" in str(budget_warnings[0].message)
     assert recorder.steps("0") == [2, 3]
     assert recorder.peak_memory_bytes <= 2 * 30 * row_bytes
     assert recorder.dropped_rows == 60
+
+
+def test_spill_dir_with_capture_rejected(tmp_path):
+    model = _model()
+    first = ActivationRecorder(model, "0", memory_budget=3000, spill_dir=tmp_path)
+    _feed(first, model, steps=3)
+    before = sorted(path.name for path in tmp_path.iterdir())
+    assert "manifest.json" in before
+    with pytest.raises(ValueError, match="already contains a capture.*empty or new folder"):
+        ActivationRecorder(model, "0", memory_budget=3000, spill_dir=tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == before
+    file_path = tmp_path / "not-a-folder"
+    file_path.write_text("x")
+    with pytest.raises(ValueError, match="is a file; give a folder path"):
+        ActivationRecorder(model, "0", memory_budget=3000, spill_dir=file_path)
+
+
+def test_two_recorders_sharing_spill_dir_keep_shards(tmp_path):
+    model = _model()
+    first = ActivationRecorder(model, "0", memory_budget=3000, spill_dir=tmp_path)
+    second = ActivationRecorder(model, "0", memory_budget=3000, spill_dir=tmp_path)
+    _feed(first, model, steps=3, seed=1)
+    expected = first.activations("0")
+    _feed(second, model, steps=3, seed=2)
+    restored = first.activations("0")
+    np.testing.assert_array_equal(restored.values, expected.values)
+    np.testing.assert_array_equal(restored.metadata["step"], expected.metadata["step"])
+    assert not np.array_equal(second.activations("0").values, expected.values)
+
+
+def test_empty_step_read_keeps_width(tmp_path):
+    model = _model()
+    in_memory = ActivationRecorder(model, ["0", "2"])
+    _feed(in_memory, model, steps=2)
+    assert in_memory.activations("2", step=7).values.shape == (0, 8)
+    # A budget of one byte sends every batch straight to disk.
+    on_disk = ActivationRecorder(model, ["0", "2"], memory_budget=1, spill_dir=tmp_path)
+    _feed(on_disk, model, steps=2)
+    assert on_disk.memory_bytes == 0
+    assert on_disk.activations("0", step=7).values.shape == (0, 16)
+    assert ActivationRecorder(model, "0").activations("0").values.shape == (0, 0)
 
 
 def test_clear_one_step_and_all(tmp_path):
