@@ -209,18 +209,31 @@ def run_child(case: str, args: argparse.Namespace, seed: int) -> dict[str, list[
     return json.loads(output.stdout.strip().splitlines()[-1])
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Keep the docstring's paragraphs in --help and show each option's default."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=__doc__.split("\nRun:")[0],
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument(
         "--processes", type=int, default=9, help="Fresh processes per model (at least 1)."
     )
     parser.add_argument(
-        "--repeats", type=int, default=11, help="Interleaved repeats per variant and process."
+        "--repeats",
+        type=int,
+        default=11,
+        help="Repeats per variant and process, in a new random variant order each time. The "
+        "process reports the median over them.",
     )
-    parser.add_argument("--steps", type=int, default=20, help="Training steps timed per repeat.")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=20,
+        help="Consecutive training steps timed per repeat, which gives one per-step time.",
+    )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch intra-op threads per process."
     )
@@ -248,7 +261,8 @@ def main() -> None:
         "per-step time in ms (wall clock, and CPU time of the process, which other "
         "processes' load disturbs less).\n'run' is the process; each 'ratio' divides the "
         "time before it by the 'no capture' time; 'again' is a second run without capture, "
-        "so its ratio shows the noise."
+        "so its ratio shows the noise. 'latentlens' is ActivationRecorder capturing two layers "
+        "with labels; 'naive hook' is a forward hook that keeps a CPU copy of each whole output."
     )
     print(
         f"{'model':<26}{'run':>5}{'clock':>6}{'no capture':>12}{'latentlens':>12}{'ratio':>8}"
