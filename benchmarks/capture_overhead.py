@@ -288,24 +288,26 @@ def main() -> None:
                 added[name].append((medians[name][1] - medians["plain"][1]) * 1e6)
         summary.append((label, ratios, added))
 
-    print(
-        "\nCPU-time ratio to no capture, median over processes (min to max); "
+    ratio_title = (
+        "CPU-time ratio to no capture, median over processes (min to max); "
         '"no capture again" is the second run without capture, the noise floor:'
     )
-    for label, ratios, _ in summary:
-        parts = [
-            f"{name} {statistics.median(values):.3f} ({min(values):.3f} to {max(values):.3f})"
-            for name, values in ratios.items()
-        ]
-        print(f"{label:<26}" + ", ".join(parts))
-    print(
-        "\nCPU time added per step in microseconds, median over processes (min to max); "
+    print_summary(ratio_title, [(label, ratios) for label, ratios, _ in summary], "{:.3f}")
+    added_title = (
+        "CPU time added per step in microseconds, median over processes (min to max); "
         "divide by your own step time to estimate the overhead there:"
     )
-    for label, _, added in summary:
+    print_summary(added_title, [(label, added) for label, _, added in summary], "{:.0f}")
+
+
+def print_summary(title: str, rows: list[tuple[str, dict[str, list[float]]]], number: str) -> None:
+    """Print ``title``, then per model each variant's median, min and max in ``number`` format."""
+    print("\n" + title)
+    for label, by_variant in rows:
         parts = [
-            f"{name} {statistics.median(values):.0f} ({min(values):.0f} to {max(values):.0f})"
-            for name, values in added.items()
+            f"{name} {number.format(statistics.median(values))} "
+            f"({number.format(min(values))} to {number.format(max(values))})"
+            for name, values in by_variant.items()
         ]
         print(f"{label:<26}" + ", ".join(parts))
 

@@ -257,12 +257,12 @@ class CaptureStore:
 
     def _write_shard(self, layers: dict[str, Activations]) -> None:
         assert self.spill_dir is not None
-        name = f"shard-{self._shards_written:06d}"
-        self._shards_written += 1
-        while (self.spill_dir / name).exists():
-            # Another recorder writes to the same folder, so its shard names are skipped.
+        # Names that exist belong to another recorder writing to the same folder: skip them.
+        while True:
             name = f"shard-{self._shards_written:06d}"
             self._shards_written += 1
+            if not (self.spill_dir / name).exists():
+                break
         save_activations(self.spill_dir / name, layers)
         steps = {
             layer: sorted({int(s) for s in np.unique(acts.metadata["step"])})
@@ -270,6 +270,9 @@ class CaptureStore:
         }
         widths = {layer: int(acts.values.shape[1]) for layer, acts in layers.items()}
         self.shards.append(_Shard(name, steps, widths))
+        # NOTE: with two recorders on one folder, the manifest lists only the last writer's
+        # shards. Each recorder still reads its own, so nothing is lost, but the folder is not
+        # one capture.
         write_shard_manifest(self.spill_dir, [{"path": shard.path} for shard in self.shards])
         logger.debug("spilled %s rows to %s", {k: len(v) for k, v in layers.items()}, name)
 

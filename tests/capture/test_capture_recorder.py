@@ -309,26 +309,24 @@ def test_record_needs_hooks_and_no_nesting():
             recorder.attach()
 
 
-def test_invalid_settings_raise_before_hooks():
+INVALID_SETTINGS = [
+    ({"pooling": "avg"}, ValueError, "pooling='avg' is not supported"),
+    ({"every_n_steps": 0}, ValueError, "every_n_steps=0 must be a positive int"),
+    ({"spill_dir": "/tmp/x"}, ValueError, "spill_dir is set but memory_budget is None"),
+    ({"source": "inputs"}, ValueError, "source='inputs' is not supported"),
+    ({"output": 2.5}, TypeError, "output=2.5 of type float is not supported"),
+    ({"memory_budget": "64MB"}, TypeError, r"memory_budget='64MB'.*memory_budget=256 \* 2\*\*20"),
+    ({"max_rows_per_step": 2.5}, TypeError, "max_rows_per_step=2.5 must be a positive int"),
+    ({"seed": "0"}, TypeError, "seed='0' must be a non-negative int"),
+    ({"seed": -1}, ValueError, "seed=-1 must be a non-negative int"),
+]
+
+
+@pytest.mark.parametrize(("settings", "error", "message"), INVALID_SETTINGS)
+def test_invalid_settings_raise_before_hooks(settings, error, message):
     model = Net()
-    with pytest.raises(ValueError, match="pooling='avg' is not supported"):
-        ActivationRecorder(model, "fc1", pooling="avg")
-    with pytest.raises(ValueError, match="every_n_steps=0 must be a positive int"):
-        ActivationRecorder(model, "fc1", every_n_steps=0)
-    with pytest.raises(ValueError, match="spill_dir is set but memory_budget is None"):
-        ActivationRecorder(model, "fc1", spill_dir="/tmp/x")
-    with pytest.raises(ValueError, match="source='inputs' is not supported"):
-        ActivationRecorder(model, "fc1", source="inputs")
-    with pytest.raises(TypeError, match="output=2.5 of type float is not supported"):
-        ActivationRecorder(model, "fc1", output=2.5)
-    with pytest.raises(TypeError, match=r"memory_budget='64MB'.*memory_budget=256 \* 2\*\*20"):
-        ActivationRecorder(model, "fc1", memory_budget="64MB")
-    with pytest.raises(TypeError, match="max_rows_per_step=2.5 must be a positive int"):
-        ActivationRecorder(model, "fc1", max_rows_per_step=2.5)
-    with pytest.raises(TypeError, match="seed='0' must be a non-negative int"):
-        ActivationRecorder(model, "fc1", seed="0")
-    with pytest.raises(ValueError, match="seed=-1 must be a non-negative int"):
-        ActivationRecorder(model, "fc1", seed=-1)
+    with pytest.raises(error, match=message):
+        ActivationRecorder(model, "fc1", **settings)
     assert not model.fc1._forward_hooks
 
 

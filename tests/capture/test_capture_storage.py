@@ -151,7 +151,7 @@ def test_spill_dir_with_capture_rejected(tmp_path):
         ActivationRecorder(model, "0", memory_budget=3000, spill_dir=file_path)
 
 
-def test_two_recorders_sharing_spill_dir_keep_shards(tmp_path):
+def test_shared_spill_dir_keeps_shards(tmp_path):
     model = _model()
     first = ActivationRecorder(model, "0", memory_budget=3000, spill_dir=tmp_path)
     second = ActivationRecorder(model, "0", memory_budget=3000, spill_dir=tmp_path)
